@@ -1,0 +1,20 @@
+# Two commands: `make demo` and `make test`. Both build the offline ComfyUI test host first (cached in .host/).
+PYTHON_HOST := .host/venv/bin/python
+PYTEST_ARGS ?=
+
+.PHONY: host demo test bench clean
+
+host:
+	@bash scripts/setup_host.sh
+
+demo: host
+	@$(PYTHON_HOST) scripts/demo.py
+
+test: host
+	@$(PYTHON_HOST) -m pytest tests -q $(PYTEST_ARGS)
+
+bench: host
+	@echo "make bench: the benchmark arrives with the benchmark issue"
+
+clean:
+	rm -rf .host .fixtures

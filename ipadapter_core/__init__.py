@@ -1,0 +1,1 @@
+"""IP-Adapter model code: formats, projections, attention. Imports torch/safetensors only, never the host."""

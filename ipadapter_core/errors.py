@@ -1,0 +1,25 @@
+"""Typed errors: each message says what was found, what was expected and how to fix it."""
+
+
+class IPAdapterError(Exception):
+    """Base class for every error this pack raises on purpose."""
+
+
+class UnsafeFileError(IPAdapterError):
+    """A weights file that cannot be loaded without running code from it."""
+
+
+class CorruptFileError(IPAdapterError):
+    """A truncated or unreadable weights file."""
+
+
+class UnknownFormatError(IPAdapterError):
+    """A file whose tensors are not any known IP-Adapter layout."""
+
+
+class IncompatibleModelError(IPAdapterError):
+    """An adapter used with a model or encoder of another family."""
+
+
+class InvalidInputError(IPAdapterError):
+    """A node input (image, mask, weights string, ...) that cannot be used as given."""

@@ -1,0 +1,67 @@
+"""Safe loading of IP-Adapter weight files into the nested {"image_proj": ..., "ip_adapter": ...} form."""
+import os
+import pickle
+import zipfile
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file
+
+from .errors import CorruptFileError, UnknownFormatError, UnsafeFileError
+
+GROUPS = ("image_proj", "ip_adapter")
+SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
+PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def read_state_dict(path):
+    """Read a flat state dict: safetensors, or a torch zip file with weights_only=True."""
+    name = os.path.basename(path)
+    if path.lower().endswith(SAFETENSORS_SUFFIXES):
+        try:
+            return load_file(path, device="cpu")
+        except (SafetensorError, OSError, ValueError) as e:
+            raise CorruptFileError(
+                f"{name}: cannot read this .safetensors file ({e}). It is probably truncated or damaged; "
+                "download it again.") from e
+    if not path.lower().endswith(PICKLE_SUFFIXES):
+        raise UnsafeFileError(
+            f"{name}: unsupported file type. Expected .safetensors, or a PyTorch .bin/.pt/.pth file "
+            "(loaded with weights_only=True).")
+    if not zipfile.is_zipfile(path):
+        raise CorruptFileError(
+            f"{name}: not a PyTorch zip archive (legacy pickle or damaged file). Re-download it or convert it "
+            "to .safetensors.")
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as e:
+        raise UnsafeFileError(
+            f"{name}: refused, the file holds Python objects besides tensors and loading it could run code "
+            f"({str(e).splitlines()[0]}). Use the .safetensors release of this model.") from e
+    except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
+        raise CorruptFileError(f"{name}: cannot read this file ({e}). Download it again.") from e
+
+
+def split_groups(sd, name="weights"):
+    """Turn a flat (prefixed) or nested state dict into {"image_proj": {...}, "ip_adapter": {...}}."""
+    if all(isinstance(sd.get(g), dict) for g in GROUPS):
+        nested = {g: dict(sd[g]) for g in GROUPS}
+    else:
+        nested = {g: {} for g in GROUPS}
+        for key, value in sd.items():
+            group, _, rest = key.partition(".")
+            if group in nested and rest:
+                nested[group][rest] = value
+    for group, tensors in nested.items():
+        if not tensors or not all(isinstance(t, torch.Tensor) for t in tensors.values()):
+            found = ", ".join(sorted(sd)[:6]) or "nothing"
+            raise UnknownFormatError(
+                f"{name}: not an IP-Adapter file: no '{group}' tensors (found keys: {found}). Expected the "
+                "original IP-Adapter layout with 'image_proj.*' and 'ip_adapter.*' weights; a LoRA, ControlNet "
+                "or checkpoint belongs in its own loader.")
+    return nested
+
+
+def load_adapter_file(path):
+    """Load an IP-Adapter file from disk as the nested two-group dict."""
+    return split_groups(read_state_dict(path), os.path.basename(path))

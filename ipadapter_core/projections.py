@@ -1,0 +1,131 @@
+"""Image projections: CLIP-vision or InsightFace embeddings -> image tokens. Attribute names = checkpoint keys."""
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+
+class LinearProjection(nn.Module):
+    """image_embeds (B, C) -> (B, tokens, cross): the base SD1.5/SDXL adapters."""
+
+    def __init__(self, clip_dim, cross_dim, tokens):
+        super().__init__()
+        self.tokens, self.cross_dim = tokens, cross_dim
+        self.proj = nn.Linear(clip_dim, cross_dim * tokens)
+        self.norm = nn.LayerNorm(cross_dim)
+
+    def forward(self, embeds):
+        return self.norm(self.proj(embeds).reshape(-1, self.tokens, self.cross_dim))
+
+
+class MLPProjection(nn.Module):
+    """hidden states (B, T, C) -> (B, T, cross): the full-face adapter, one token per encoder token."""
+
+    def __init__(self, clip_dim, cross_dim):
+        super().__init__()
+        self.proj = nn.Sequential(nn.Linear(clip_dim, clip_dim), nn.GELU(), nn.Linear(clip_dim, cross_dim),
+                                  nn.LayerNorm(cross_dim))
+
+    def forward(self, hidden):
+        return self.proj(hidden)
+
+
+class PerceiverAttention(nn.Module):
+    """Latents attend to [inputs, latents]; heads of 64."""
+
+    def __init__(self, dim, heads, head_dim=64):
+        super().__init__()
+        self.heads = heads
+        inner = heads * head_dim
+        self.norm1 = nn.LayerNorm(dim)
+        self.norm2 = nn.LayerNorm(dim)
+        self.to_q = nn.Linear(dim, inner, bias=False)
+        self.to_kv = nn.Linear(dim, inner * 2, bias=False)
+        self.to_out = nn.Linear(inner, dim, bias=False)
+
+    def forward(self, x, latents):
+        x, latents = self.norm1(x), self.norm2(latents)
+        q = self.to_q(latents)
+        k, v = self.to_kv(torch.cat((x, latents), dim=-2)).chunk(2, dim=-1)
+        b = q.shape[0]
+        q, k, v = (t.reshape(b, t.shape[1], self.heads, -1).transpose(1, 2) for t in (q, k, v))
+        out = F.scaled_dot_product_attention(q, k, v)
+        return self.to_out(out.transpose(1, 2).reshape(b, -1, self.heads * q.shape[-1]))
+
+
+def feed_forward(dim, mult):
+    """LayerNorm -> Linear -> GELU -> Linear, keys .0 .1 .3 like the releases."""
+    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim * mult, bias=False), nn.GELU(),
+                         nn.Linear(dim * mult, dim, bias=False))
+
+
+class PerceiverStack(nn.Module):
+    """proj_in -> depth x (attention, feed-forward) over given latents -> proj_out -> norm_out."""
+
+    def __init__(self, in_dim, dim, out_dim, depth, heads, ff_mult):
+        super().__init__()
+        self.proj_in = nn.Linear(in_dim, dim)
+        self.proj_out = nn.Linear(dim, out_dim)
+        self.norm_out = nn.LayerNorm(out_dim)
+        self.layers = nn.ModuleList(
+            nn.ModuleList([PerceiverAttention(dim, heads), feed_forward(dim, ff_mult)]) for _ in range(depth))
+
+    def run(self, latents, x):
+        x = self.proj_in(x)
+        for attention, ff in self.layers:
+            latents = attention(x, latents) + latents
+            latents = ff(latents) + latents
+        return self.norm_out(self.proj_out(latents))
+
+
+class Resampler(PerceiverStack):
+    """hidden states (B, T, C) -> (B, queries, cross): plus, plus-face, Kolors and composition adapters."""
+
+    def __init__(self, clip_dim, dim, cross_dim, depth, heads, ff_mult, queries):
+        super().__init__(clip_dim, dim, cross_dim, depth, heads, ff_mult)
+        self.latents = nn.Parameter(torch.zeros(1, queries, dim))
+
+    def forward(self, hidden):
+        return self.run(self.latents.expand(hidden.shape[0], -1, -1), hidden)
+
+
+class FaceIDProjection(nn.Module):
+    """InsightFace embedding (B, 512) -> (B, tokens, cross): FaceID and FaceID Portrait."""
+
+    def __init__(self, id_dim, cross_dim, tokens):
+        super().__init__()
+        self.tokens, self.cross_dim = tokens, cross_dim
+        self.proj = nn.Sequential(nn.Linear(id_dim, id_dim * 2), nn.GELU(), nn.Linear(id_dim * 2, cross_dim * tokens))
+        self.norm = nn.LayerNorm(cross_dim)
+
+    def forward(self, id_embeds):
+        return self.norm(self.proj(id_embeds).reshape(-1, self.tokens, self.cross_dim))
+
+
+class FaceIDPlusProjection(FaceIDProjection):
+    """FaceID tokens refined by CLIP hidden states; shortcut adds the raw ID tokens back (Plus v2)."""
+
+    def __init__(self, id_dim, cross_dim, tokens, clip_dim, depth, heads, ff_mult):
+        super().__init__(id_dim, cross_dim, tokens)
+        self.perceiver_resampler = PerceiverStack(clip_dim, cross_dim, cross_dim, depth, heads, ff_mult)
+
+    def forward(self, id_embeds, clip_hidden, shortcut=False, scale=1.0):
+        id_tokens = super().forward(id_embeds)
+        out = self.perceiver_resampler.run(id_tokens, clip_hidden)
+        return id_tokens + scale * out if shortcut else out
+
+
+def build_projection(spec):
+    """The projection module for an AdapterSpec."""
+    if spec.kind == "linear":
+        return LinearProjection(spec.clip_dim, spec.cross_dim, spec.tokens)
+    if spec.kind == "mlp":
+        return MLPProjection(spec.clip_dim, spec.cross_dim)
+    if spec.kind == "resampler":
+        return Resampler(spec.clip_dim, spec.resampler_dim, spec.cross_dim, spec.resampler_depth,
+                         spec.resampler_heads, spec.ff_mult, spec.tokens)
+    if spec.kind == "faceid":
+        return FaceIDProjection(spec.id_dim, spec.cross_dim, spec.tokens)
+    if spec.kind == "faceid_plus":
+        return FaceIDPlusProjection(spec.id_dim, spec.cross_dim, spec.tokens, spec.clip_dim, spec.resampler_depth,
+                                    spec.resampler_heads, spec.ff_mult)
+    raise ValueError(f"no projection for kind {spec.kind!r}")

@@ -1,0 +1,57 @@
+"""One loaded copy of each adapter file, wrapped in a ModelPatcher so ComfyUI moves and offloads it."""
+import os
+import threading
+from dataclasses import dataclass
+
+import comfy.model_management
+import comfy.model_patcher
+import folder_paths
+
+from ..ipadapter_core import adapter as core_adapter
+from ..ipadapter_core.errors import InvalidInputError
+
+_cache = {}
+_lock = threading.Lock()
+
+
+@dataclass(frozen=True)
+class LoadedAdapter:
+    """An adapter as it travels between nodes: its file name, spec, weights and their patcher."""
+
+    name: str
+    weights: object
+    patcher: object
+
+    @property
+    def spec(self):
+        return self.weights.spec
+
+
+def resolve(folder, name):
+    """Full path of a file listed in a model folder, or an error naming where it was looked for."""
+    path = folder_paths.get_full_path(folder, name)
+    if path is None:
+        searched = ", ".join(folder_paths.get_folder_paths(folder)) if folder in folder_paths.folder_names_and_paths \
+            else f"models/{folder}"
+        raise InvalidInputError(f"'{name}' was not found in the '{folder}' folders ({searched}). Put the file there "
+                                "and refresh (R) the node list.")
+    return path
+
+
+def load_adapter(name):
+    """The cached LoadedAdapter for a file in models/ipadapter (reloaded when the file changes)."""
+    path = resolve("ipadapter", name)
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    with _lock:
+        hit = _cache.get(path)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+    weights = core_adapter.load(path)
+    patcher = comfy.model_patcher.ModelPatcher(
+        weights, load_device=comfy.model_management.get_torch_device(),
+        offload_device=comfy.model_management.unet_offload_device())
+    loaded = LoadedAdapter(name=name, weights=weights, patcher=patcher)
+    with _lock:
+        _cache[path] = (key, loaded)
+    return loaded

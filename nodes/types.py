@@ -1,0 +1,4 @@
+"""Socket types of this pack (distinct from IPAdapter_plus's, whose objects differ)."""
+from comfy_api.latest import io
+
+IPAdapter = io.Custom("IPADAPTER_KIT")

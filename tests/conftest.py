@@ -1,0 +1,70 @@
+"""Puts the ComfyUI test host on sys.path and loads this pack as the package `ipadapter_kit`."""
+import importlib.util
+import os
+import pathlib
+import sys
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+TESTS = ROOT / "tests"
+
+
+def _host_root():
+    env = os.environ.get("COMFYUI_ROOT")
+    if env:
+        return pathlib.Path(env)
+    host_env = ROOT / ".host" / "host.env"
+    if host_env.exists():
+        for line in host_env.read_text().splitlines():
+            if line.startswith("COMFYUI_ROOT="):
+                return pathlib.Path(line.split("=", 1)[1])
+    raise RuntimeError("no ComfyUI test host: run `make test` (scripts/setup_host.sh) or set COMFYUI_ROOT")
+
+
+COMFYUI_ROOT = _host_root()
+for p in (str(COMFYUI_ROOT), str(TESTS)):
+    if p not in sys.path:
+        sys.path.insert(0, p)
+
+
+import comfy.cli_args  # noqa: E402
+
+comfy.cli_args.args.cpu = True  # the tests run on the CPU whatever torch build the host has
+
+
+def _load_pack():
+    spec = importlib.util.spec_from_file_location(
+        "ipadapter_kit", ROOT / "__init__.py", submodule_search_locations=[str(ROOT)])
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["ipadapter_kit"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+if "ipadapter_kit" not in sys.modules:
+    _load_pack()
+
+
+import pytest  # noqa: E402
+
+WORLD_DIR = ROOT / ".fixtures" / "world"
+
+
+@pytest.fixture(scope="session")
+def world():
+    """The tiny models/ and input/ folders (built once, cached across runs)."""
+    from tinymodels import world as world_builder
+
+    return world_builder.build(WORLD_DIR)
+
+
+@pytest.fixture(scope="session")
+def comfy_server(world, tmp_path_factory):
+    """The real ComfyUI server with this pack, on the tiny models; stopped by PID at the end."""
+    from comfy_server import ComfyServer
+
+    server = ComfyServer(COMFYUI_ROOT, world, tmp_path_factory.mktemp("comfy"))
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,88 @@
+"""Test host only: teaches ComfyUI 0.3.x to load the tiny test checkpoints and CLIP-vision files.
+
+Linked into custom_nodes/ by scripts/setup_host.sh; never part of the published pack. It adds model
+configs matched by the tiny shapes (real files never match them) and exports no nodes.
+"""
+import json
+import logging
+import os
+import sys
+import tempfile
+
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+import tiny_configs  # noqa: E402
+
+import comfy.clip_vision  # noqa: E402
+import comfy.sd1_clip  # noqa: E402
+import comfy.supported_models  # noqa: E402
+import comfy.supported_models_base  # noqa: E402
+
+
+class TinySD1ClipModel(comfy.sd1_clip.SD1ClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}, **kwargs):
+        model_options = {**model_options, "clip_l_model_config": dict(tiny_configs.SD15_TEXT)}
+        super().__init__(device=device, dtype=dtype, model_options=model_options, **kwargs)
+
+
+class TinySD15(comfy.supported_models.SD15):
+    unet_config = {
+        "context_dim": tiny_configs.SD15_UNET["context_dim"],
+        "model_channels": tiny_configs.SD15_UNET["model_channels"],
+        "use_linear_in_transformer": False,
+        "adm_in_channels": None,
+        "use_temporal_attention": False,
+    }
+    unet_extra_config = dict(tiny_configs.SD15_HEADS)
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinySD1ClipModel)
+
+
+class TinySDXL(comfy.supported_models.SDXL):
+    unet_config = {
+        "model_channels": tiny_configs.SDXL_UNET["model_channels"],
+        "use_linear_in_transformer": True,
+        "transformer_depth": tiny_configs.SDXL_UNET["transformer_depth"],
+        "context_dim": tiny_configs.SDXL_UNET["context_dim"],
+        "adm_in_channels": tiny_configs.SDXL_UNET["adm_in_channels"],
+        "use_temporal_attention": False,
+    }
+    unet_extra_config = dict(tiny_configs.SDXL_HEADS)
+
+
+def _tiny_clip_vision_config(sd):
+    """Return a config for a tiny CLIP-vision state dict, or None for anything else."""
+    key = "vision_model.encoder.layers.0.layer_norm1.weight"
+    if key not in sd or sd[key].shape[0] > 64:
+        return None
+    for config in tiny_configs.CLIP_VISION.values():
+        if config["hidden_size"] == sd[key].shape[0]:
+            return config
+    return None
+
+
+_core_load_clipvision_from_sd = comfy.clip_vision.load_clipvision_from_sd
+
+
+def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
+    config = _tiny_clip_vision_config(sd)
+    if config is None:
+        return _core_load_clipvision_from_sd(sd, prefix=prefix, convert_keys=convert_keys)
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
+        json.dump(config, f)
+    try:
+        clip = comfy.clip_vision.ClipVisionModel(f.name)
+    finally:
+        os.unlink(f.name)
+    missing, _ = clip.load_sd(sd)
+    if missing:
+        raise RuntimeError(f"tiny clip vision is missing keys: {missing}")
+    return clip
+
+
+if TinySD15 not in comfy.supported_models.models:
+    comfy.supported_models.models[:0] = [TinySD15, TinySDXL]
+    comfy.clip_vision.load_clipvision_from_sd = load_clipvision_from_sd
+    logging.info("ipadapter-kit test support: tiny model configs registered")
+
+NODE_CLASS_MAPPINGS = {}

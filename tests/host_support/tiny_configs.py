@@ -1,0 +1,85 @@
+"""Shapes of the tiny test models: the real block layouts of SD1.5 and SDXL with small widths."""
+
+SD15_UNET = {
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "num_res_blocks": [2, 2, 2, 2],
+    "channel_mult": [1, 2, 4, 4],
+    "transformer_depth": [1, 1, 1, 1, 1, 1, 0, 0],
+    "transformer_depth_output": [1, 1, 1, 1, 1, 1, 1, 1, 1, 0, 0, 0],
+    "transformer_depth_middle": 1,
+    "context_dim": 64,
+    "use_linear_in_transformer": False,
+    "adm_in_channels": None,
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+    "image_size": 32,
+    "use_spatial_transformer": True,
+    "legacy": False,
+}
+SD15_HEADS = {"num_heads": 2, "num_head_channels": -1}
+
+SDXL_UNET = {
+    "in_channels": 4,
+    "out_channels": 4,
+    "model_channels": 32,
+    "num_res_blocks": [2, 2, 2],
+    "channel_mult": [1, 2, 4],
+    "transformer_depth": [0, 0, 2, 2, 10, 10],
+    "transformer_depth_output": [0, 0, 0, 2, 2, 2, 10, 10, 10],
+    "transformer_depth_middle": 10,
+    "context_dim": 80,
+    "use_linear_in_transformer": True,
+    "adm_in_channels": 48 + 6 * 256,
+    "num_classes": "sequential",
+    "use_temporal_attention": False,
+    "use_temporal_resblock": False,
+    "image_size": 32,
+    "use_spatial_transformer": True,
+    "legacy": False,
+}
+SDXL_HEADS = {"num_heads": -1, "num_head_channels": 16}
+
+SD15_TEXT = {
+    "hidden_act": "quick_gelu",
+    "hidden_size": SD15_UNET["context_dim"],
+    "intermediate_size": 128,
+    "layer_norm_eps": 1e-05,
+    "max_position_embeddings": 77,
+    "model_type": "clip_text_model",
+    "num_attention_heads": 2,
+    "num_hidden_layers": 2,
+    "projection_dim": SD15_UNET["context_dim"],
+    "vocab_size": 49408,
+    "bos_token_id": 0,
+    "eos_token_id": 49407,
+    "pad_token_id": 1,
+}
+
+
+def clip_vision_config(hidden_size, projection_dim, num_hidden_layers=2, image_size=224, patch_size=14):
+    """A tiny CLIP-vision config with the real token count (257 at 224/14)."""
+    return {
+        "attention_dropout": 0.0,
+        "dropout": 0.0,
+        "hidden_act": "gelu",
+        "hidden_size": hidden_size,
+        "image_size": image_size,
+        "intermediate_size": hidden_size * 2,
+        "layer_norm_eps": 1e-05,
+        "model_type": "clip_vision_model",
+        "num_attention_heads": 2,
+        "num_channels": 3,
+        "num_hidden_layers": num_hidden_layers,
+        "patch_size": patch_size,
+        "projection_dim": projection_dim,
+        "torch_dtype": "float32",
+    }
+
+
+# Stand-ins for the encoders users own; embed sizes differ so family mismatches are detectable.
+CLIP_VISION = {
+    "vit-h": clip_vision_config(hidden_size=32, projection_dim=24),
+    "vit-bigg": clip_vision_config(hidden_size=40, projection_dim=28),
+}

@@ -1,0 +1,46 @@
+"""Entry point and model folders, in-process against the host's folder_paths."""
+import asyncio
+import os
+
+import folder_paths
+import pytest
+
+import ipadapter_kit
+from ipadapter_kit.nodes import paths
+
+
+@pytest.fixture
+def restore_folders():
+    saved = {k: (list(v[0]), set(v[1])) for k, v in folder_paths.folder_names_and_paths.items()}
+    yield
+    folder_paths.folder_names_and_paths.clear()
+    folder_paths.folder_names_and_paths.update(saved)
+
+
+def test_entrypoint_returns_extension_with_nodes(restore_folders):
+    extension = asyncio.run(ipadapter_kit.comfy_entrypoint())
+    nodes = asyncio.run(extension.get_node_list())
+    ids = [n.define_schema().node_id for n in nodes]
+    assert ids and all(i.startswith("IPAKit") for i in ids)
+    assert len(ids) == len(set(ids))
+
+
+def test_default_folders_registered(restore_folders):
+    folder_paths.folder_names_and_paths.pop("ipadapter", None)
+    folder_paths.folder_names_and_paths.pop("insightface", None)
+    paths.register_model_folders()
+    for name in ("ipadapter", "insightface"):
+        assert folder_paths.get_folder_paths(name) == [os.path.join(folder_paths.models_dir, name)]
+    assert ".safetensors" in folder_paths.folder_names_and_paths["ipadapter"][1]
+
+
+def test_user_paths_from_extra_model_paths_are_kept_first(restore_folders, tmp_path):
+    folder_paths.folder_names_and_paths.pop("ipadapter", None)
+    folder_paths.add_model_folder_path("ipadapter", str(tmp_path))  # what extra_model_paths.yaml does
+    (tmp_path / "mine.safetensors").write_bytes(b"")
+    paths.register_model_folders()
+    paths.register_model_folders()  # idempotent
+    registered = folder_paths.get_folder_paths("ipadapter")
+    assert registered == [str(tmp_path), os.path.join(folder_paths.models_dir, "ipadapter")]
+    folder_paths.filename_list_cache.clear()
+    assert "mine.safetensors" in folder_paths.get_filename_list("ipadapter")

@@ -1,0 +1,33 @@
+"""Deterministic weights for tiny models (ComfyUI's layers are built uninitialised)."""
+import torch
+
+
+def init_module(module, seed=0):
+    """Fill every parameter: norms get ones/zeros, matrices N(0, 1/fan_in), other vectors zeros."""
+    gen = torch.Generator().manual_seed(seed)
+    norms = tuple(m for m in module.modules() if "Norm" in type(m).__name__)
+    norm_params = {id(p) for m in norms for p in m.parameters(recurse=False)}
+    with torch.no_grad():
+        for name, p in module.named_parameters():
+            if id(p) in norm_params:
+                p.copy_(torch.ones_like(p) if name.endswith("weight") else torch.zeros_like(p))
+            elif p.ndim >= 2:
+                fan_in = p[0].numel()
+                p.copy_(torch.randn(p.shape, generator=gen) / fan_in**0.5)
+            elif p.ndim == 1:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.02)
+    return module
+
+
+def random_tensors(shapes, seed=0):
+    """Random tensors for {key: shape}: 1-D weights (all LayerNorms here) are ones, matrices N(0, 1/fan_in)."""
+    gen = torch.Generator().manual_seed(seed)
+    out = {}
+    for key, shape in shapes.items():
+        if len(shape) == 1 and key.endswith("weight"):
+            out[key] = torch.ones(shape)
+        elif len(shape) >= 2:
+            out[key] = torch.randn(shape, generator=gen) / (torch.Size(shape[1:]).numel() ** 0.5)
+        else:
+            out[key] = torch.randn(shape, generator=gen) * 0.02
+    return out

@@ -1,0 +1,61 @@
+"""A models/ folder of tiny stand-ins under the real file names users have, built once and reused."""
+import hashlib
+import pathlib
+import shutil
+
+import numpy as np
+from PIL import Image
+
+from tinymodels import comfy_models, insightface_pack, ipadapter_files
+
+# Bump when any generator changes, so cached folders are rebuilt.
+VERSION = "1"
+CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
+CLIP_VISION_FILES = {
+    "vit-h": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
+    "vit-bigg": "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
+}
+REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
+
+
+def _fingerprint():
+    here = pathlib.Path(__file__).parent
+    sources = sorted(here.glob("*.py")) + [here.parent / "host_support" / "tiny_configs.py"]
+    digest = hashlib.sha1(VERSION.encode())
+    for src in sources:
+        digest.update(src.read_bytes())
+    return digest.hexdigest()
+
+
+def reference_image(seed, size=96):
+    """A colourful RGB test image (smooth gradients plus seeded blobs)."""
+    rng = np.random.default_rng(seed)
+    y, x = np.mgrid[0:size, 0:size] / size
+    img = np.stack([x, y, 1 - x * y], axis=-1)
+    for _ in range(4):
+        cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.25)
+        img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 1, 3)
+    return (img * 255).astype(np.uint8)
+
+
+def build(root):
+    """Write (or reuse) the tiny models/ and input/ folders under root; returns root."""
+    root = pathlib.Path(root)
+    stamp = root / ".stamp"
+    key = _fingerprint()
+    if stamp.exists() and stamp.read_text() == key:
+        return root
+    if root.exists():
+        shutil.rmtree(root)
+    models = root / "models"
+    comfy_models.write_checkpoint(models / "checkpoints" / CHECKPOINT_SD15, "sd15")
+    for i, (encoder, name) in enumerate(sorted(CLIP_VISION_FILES.items())):
+        comfy_models.write_clip_vision(models / "clip_vision" / name, encoder, seed=100 + i)
+    ipadapter_files.write_all(models / "ipadapter")
+    for pack in ("buffalo_l", "antelopev2"):
+        insightface_pack.write_pack(models / "insightface", pack)
+    (root / "input").mkdir(parents=True)
+    for i, name in enumerate(REFERENCE_IMAGES):
+        Image.fromarray(reference_image(i)).save(root / "input" / name)
+    stamp.write_text(key)
+    return root
