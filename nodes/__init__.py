@@ -1,9 +1,11 @@
 """ComfyUI adapters of the pack: V3 nodes over ipadapter_core."""
 from comfy_api.latest import ComfyExtension
 
-from . import loaders
+from . import apply, loaders, presets
+
+NODES = [loaders.ModelLoader, presets.UnifiedLoader, apply.Encode, apply.Apply, apply.ApplyAdvanced]
 
 
 class IPAdapterKitExtension(ComfyExtension):
     async def get_node_list(self):
-        return [loaders.ModelLoader]
+        return list(NODES)

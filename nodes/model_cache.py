@@ -21,6 +21,7 @@ class LoadedAdapter:
     name: str
     weights: object
     patcher: object
+    clip_vision: object = None  # set by the unified loader
 
     @property
     def spec(self):

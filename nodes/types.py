@@ -2,3 +2,4 @@
 from comfy_api.latest import io
 
 IPAdapter = io.Custom("IPADAPTER_KIT")
+Embeds = io.Custom("IPADAPTER_KIT_EMBEDS")

@@ -68,3 +68,30 @@ def comfy_server(world, tmp_path_factory):
         yield server
     finally:
         server.stop()
+
+
+@pytest.fixture(scope="session")
+def world_paths(world):
+    """Registers the tiny world's model folders with the in-process folder_paths (as the server's yaml does)."""
+    import folder_paths
+
+    from ipadapter_kit.nodes import paths
+
+    for name in ("checkpoints", "clip_vision", "ipadapter", "insightface", "loras", "controlnet"):
+        folder_paths.add_model_folder_path(name, str(world / "models" / name))
+    paths.register_model_folders()
+    folder_paths.filename_list_cache.clear()
+    return world
+
+
+@pytest.fixture(scope="session")
+def sd15(world_paths):
+    """(model, positive, negative) of the tiny SD1.5 checkpoint, loaded in-process."""
+    import comfy.sd
+    import host_support  # noqa: F401  (registers the tiny model configs)
+
+    path = world_paths / "models" / "checkpoints" / "v1-5-pruned-emaonly.safetensors"
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(path))
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a cat"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize("blurry"))
+    return model, positive, negative

@@ -6,10 +6,10 @@ import shutil
 import numpy as np
 from PIL import Image
 
-from tinymodels import comfy_models, insightface_pack, ipadapter_files
+from tinymodels import comfy_models, extras, insightface_pack, ipadapter_files
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "1"
+VERSION = "2"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 CLIP_VISION_FILES = {
     "vit-h": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
@@ -52,6 +52,8 @@ def build(root):
     for i, (encoder, name) in enumerate(sorted(CLIP_VISION_FILES.items())):
         comfy_models.write_clip_vision(models / "clip_vision" / name, encoder, seed=100 + i)
     ipadapter_files.write_all(models / "ipadapter")
+    extras.write_controlnet(models / "controlnet" / "control_v11p_sd15_canny_fp16.safetensors")
+    extras.write_lora(models / "loras" / "style_lora_sd15.safetensors")
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)

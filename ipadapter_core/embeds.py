@@ -1,0 +1,45 @@
+"""Combining several references' encoder outputs, and projecting them to image tokens."""
+import torch
+
+from .errors import IncompatibleModelError, InvalidInputError
+
+COMBINE_EMBEDS = ("concat", "add", "subtract", "average", "norm average", "separate")
+
+
+def combine(embeds, method):
+    """Combine R encoder outputs (R, ...) into the references the attention sees.
+
+    concat keeps every reference in one softmax (joined later, after projection); separate keeps one
+    attention per reference (own weight and mask); the others reduce to a single reference.
+    """
+    if method not in COMBINE_EMBEDS:
+        raise InvalidInputError(f"combine_embeds {method!r} is not one of {COMBINE_EMBEDS}.")
+    if method in ("concat", "separate") or embeds.shape[0] == 1:
+        return embeds
+    if method == "add":
+        return embeds.sum(dim=0, keepdim=True)
+    if method == "subtract":
+        return embeds[:1] - embeds[1:].mean(dim=0, keepdim=True)
+    if method == "average":
+        return embeds.mean(dim=0, keepdim=True)
+    # "norm average" normalises each element across the references, as IPAdapter_plus does
+    return (embeds / embeds.norm(dim=0, keepdim=True)).mean(dim=0, keepdim=True)
+
+
+def check_encoder(spec, embeds, adapter_name):
+    """Raise IncompatibleModelError when the encoder output width is not what the adapter was trained on."""
+    width = embeds.shape[-1]
+    if spec.clip_dim is not None and width != spec.clip_dim:
+        raise IncompatibleModelError(
+            f"{adapter_name} needs {spec.encoder_name()} ({spec.clip_output} of width {spec.clip_dim}), but the "
+            f"CLIP vision model gave width {width}. Load the matching CLIP vision file (ViT-H for SD1.5 and *_vit-h "
+            "adapters, ViT-bigG for ip-adapter_sdxl and ip-adapter_sd15_vit-G).")
+
+
+def project(weights, embeds, method):
+    """Image tokens (R', T, cross) from encoder outputs; concat joins all references into one."""
+    with torch.no_grad():
+        tokens = weights.image_proj(embeds)
+    if method == "concat" and tokens.shape[0] > 1:
+        tokens = tokens.reshape(1, -1, tokens.shape[-1])
+    return tokens

@@ -1,0 +1,51 @@
+"""CLIP-vision encoding of reference images through ComfyUI's CLIP_VISION object."""
+import torch
+
+import comfy.model_management
+import comfy.utils
+
+from ..ipadapter_core.errors import InvalidInputError
+
+ENCODE_BATCH = 16
+
+
+def check_images(image, what="image"):
+    """Raise a clear error for an IMAGE that cannot be encoded."""
+    if not isinstance(image, torch.Tensor) or image.ndim != 4:
+        raise InvalidInputError(f"{what}: expected an IMAGE batch (B, H, W, C), got "
+                                f"{getattr(image, 'shape', type(image).__name__)}.")
+    if image.shape[0] == 0:
+        raise InvalidInputError(f"{what}: the image batch is empty; connect at least one image.")
+    if image.shape[-1] not in (1, 3, 4):
+        raise InvalidInputError(f"{what}: images have {image.shape[-1]} channels; expected RGB (3), RGBA (4) "
+                                "or grayscale (1).")
+    if not torch.isfinite(image).all():
+        raise InvalidInputError(f"{what}: the images contain NaN or infinite values.")
+
+
+def to_rgb(image):
+    """(B, H, W, C) with C in 1/3/4 -> RGB (alpha dropped, gray repeated)."""
+    if image.shape[-1] == 1:
+        return image.repeat(1, 1, 1, 3)
+    return image[..., :3]
+
+
+def encode(clip_vision, image, output, what="image"):
+    """The chosen CLIP-vision output for each image: image_embeds (B, E) or penultimate hidden states (B, T, W)."""
+    check_images(image, what)
+    image = to_rgb(image)
+    chunks = []
+    bar = comfy.utils.ProgressBar(image.shape[0])
+    for start in range(0, image.shape[0], ENCODE_BATCH):
+        batch = image[start:start + ENCODE_BATCH]
+        chunks.append(clip_vision.encode_image(batch, crop=True)[output].to(torch.float32))
+        bar.update(batch.shape[0])
+    return torch.cat(chunks).to(comfy.model_management.intermediate_device())
+
+
+def default_negative(clip_vision, output, positive):
+    """The adapter's own negative: zero embeds for image_embeds, a black image's hidden states otherwise."""
+    if output == "image_embeds":
+        return torch.zeros_like(positive)
+    black = torch.zeros(1, 224, 224, 3)
+    return encode(clip_vision, black, output, "negative").expand(positive.shape[0], *positive.shape[1:]).clone()

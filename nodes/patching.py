@@ -1,0 +1,158 @@
+"""Putting an image prompt on a MODEL clone (ComfyUI side of ipadapter_core.attention)."""
+
+import dataclasses
+
+import torch
+
+import comfy.ldm.modules.attention
+import comfy.model_management
+
+from ..ipadapter_core import embeds as core_embeds
+from ..ipadapter_core import weight_types
+from ..ipadapter_core.attention import ImagePrompt, IPAdapterPatch
+from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+
+
+def model_arch(model):
+    """'SD1.5' / 'SDXL' from the number of cross-attention layers of a MODEL, with its context width."""
+    unet = model.model.diffusion_model
+    layers = sum(1 for name, _ in unet.named_modules() if name.endswith(".attn2"))
+    context = model.model.model_config.unet_config.get("context_dim")
+    arch = {16: "SD1.5", 70: "SDXL"}.get(layers)
+    if arch is None:
+        raise IncompatibleModelError(
+            f"this model has {layers} UNet cross-attention layers ({type(model.model).__name__}); IP-Adapter works on "
+            "SD1.5 (16) and SDXL (70) UNets here. Use an SD1.5 or SDXL checkpoint.")
+    return arch, context
+
+
+def check_model(model, adapter):
+    """Raise IncompatibleModelError for an adapter of another family than the model."""
+    arch, context = model_arch(model)
+    spec = adapter.spec
+    if spec.arch != arch or spec.cross_dim != context:
+        raise IncompatibleModelError(
+            f"{adapter.name} is an {spec.arch} adapter (context width {spec.cross_dim}) but the model is {arch} "
+            f"(context width {context}). Use the {arch} version of this adapter (e.g. "
+            f"{'ip-adapter_sdxl_vit-h' if arch == 'SDXL' else 'ip-adapter_sd15'}) or an {spec.arch} checkpoint.")
+    return arch
+
+
+def parse_number_list(text, what, count):
+    """'1, 0.5' -> [1.0, 0.5], broadcast from one value; errors name the input."""
+    text = (text or "").strip()
+    if not text:
+        return [1.0] * count
+    try:
+        values = [float(part) for part in text.replace(";", ",").split(",") if part.strip()]
+    except ValueError:
+        raise InvalidInputError(f"{what}: '{text}' is not a comma-separated list of numbers (e.g. '1.0, 0.5').")
+    if not all(torch.isfinite(torch.tensor(values))):
+        raise InvalidInputError(f"{what}: '{text}' contains a non-finite number.")
+    if len(values) == 1:
+        return values * count
+    if len(values) != count:
+        raise InvalidInputError(f"{what}: {len(values)} values for {count} references; give one value per reference "
+                                "image, or a single value for all.")
+    return values
+
+
+def prepare_masks(attn_mask, references):
+    """MASK (H, W) or (B, H, W) -> (references, H, W); one mask is shared by every reference."""
+    if attn_mask is None:
+        return None
+    mask = attn_mask if attn_mask.ndim == 3 else attn_mask.unsqueeze(0)
+    if mask.ndim != 3 or mask.shape[-1] == 0 or mask.shape[-2] == 0:
+        raise InvalidInputError(f"attn_mask: expected a MASK (H, W) or (B, H, W), got {tuple(attn_mask.shape)}.")
+    if not torch.isfinite(mask).all():
+        raise InvalidInputError("attn_mask contains NaN or infinite values.")
+    if mask.shape[0] == 1:
+        return mask.expand(references, -1, -1).float()
+    if mask.shape[0] != references:
+        raise InvalidInputError(
+            f"attn_mask: {mask.shape[0]} masks for {references} references. Give one mask (shared), or one per "
+            "reference image with combine_embeds 'separate' (other combine modes merge the references into one).")
+    return mask.float()
+
+
+def layer_weights(arch, weight, weight_type, weight_composition, block_weights):
+    """Per-layer weights: free per-block weights (scaled by weight) when given, else the weight type."""
+    if block_weights and block_weights.strip():
+        table = weight_types.parse_block_weights(block_weights, arch)
+        return tuple(weight * table[i] for i in range(len(table)))
+    return tuple(weight_types.layer_weights(weight_type, arch, weight, weight_composition))
+
+
+def sigma_range(model, start_at, end_at):
+    """(sigma_start, sigma_end) for the schedule fractions, or None when the prompt covers all of it."""
+    if start_at <= 0.0 and end_at >= 1.0:
+        return None
+    sampling = model.get_model_object("model_sampling")
+    return float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at))
+
+
+def install(model, adapter, prompt):
+    """A clone of model with prompt added to its IP-Adapter patch (other patches kept)."""
+    clone = model.clone()
+    if not prompt.active_layers():
+        return clone
+    existing = clone.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
+    ours = next((p for p in existing.values() if isinstance(p, IPAdapterPatch)), None)
+    foreign = {key: p for key, p in existing.items() if not isinstance(p, IPAdapterPatch)}
+    if ours is None:
+        arch = check_model(model, adapter)
+        patch = IPAdapterPatch(arch, [prompt], comfy.ldm.modules.attention.optimized_attention, foreign,
+                               models=[adapter.patcher])
+    else:
+        patch = ours.extended([prompt], models=[adapter.patcher], base_patches=foreign)
+    for block, number, index in patch.keys():
+        clone.set_model_attn2_replace(patch, block, number, index)
+    return clone
+
+
+def project_tokens(adapter, cond, uncond, combine):
+    """Image tokens for positive and negative encoder outputs, computed where ComfyUI keeps the adapter."""
+    comfy.model_management.load_model_gpu(adapter.patcher)
+    device = adapter.patcher.load_device
+    dtype = next(adapter.weights.parameters()).dtype
+    cond_tokens = core_embeds.project(adapter.weights, cond.to(device, dtype), combine)
+    uncond_tokens = core_embeds.project(adapter.weights, uncond.to(device, dtype), combine)
+    return cond_tokens, uncond_tokens
+
+
+def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear", weight_composition=None,
+                 block_weights="", start_at=0.0, end_at=1.0, combine="concat", embeds_scaling="V only",
+                 reference_weights="", attn_mask=None, unfold_batch=False):
+    """Patched clone of model for encoder outputs cond/uncond (R, ...)."""
+    arch = check_model(model, adapter)
+    spec = adapter.spec
+    core_embeds.check_encoder(spec, cond, adapter.name)
+    core_embeds.check_encoder(spec, uncond, adapter.name)
+    if end_at <= start_at:
+        return model.clone()
+    if unfold_batch:
+        combine = "separate"  # one reference per latent frame
+    cond = core_embeds.combine(cond, combine)
+    uncond = uncond if combine in ("concat", "separate") else uncond[:1]
+    if uncond.shape[0] != cond.shape[0]:
+        uncond = uncond[:1].expand(cond.shape[0], *uncond.shape[1:])
+    cond_tokens, uncond_tokens = project_tokens(adapter, cond, uncond, combine)
+    references = cond_tokens.shape[0]
+    prompt = ImagePrompt(
+        weights=adapter.weights, cond=cond_tokens, uncond=uncond_tokens,
+        layer_weights=layer_weights(arch, weight, weight_type, weight_composition, block_weights),
+        ref_weights=tuple(parse_number_list(reference_weights, "reference_weights", references)),
+        masks=prepare_masks(attn_mask, references),
+        inverted_layers=frozenset() if block_weights.strip() else weight_types.inverted_layers(weight_type, arch),
+        embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch)
+    return install(model, adapter, prompt)
+
+
+
+
+@dataclasses.dataclass(frozen=True)
+class EncodedReferences:
+    """Encoder outputs of references (R, ...) and their negatives, as the Encode node hands them on."""
+
+    cond: torch.Tensor
+    uncond: torch.Tensor

@@ -1,0 +1,92 @@
+"""Unified loader: a preset and a MODEL -> the adapter and CLIP-vision files the user has for it.
+
+Presets and file-name patterns are data; the names are those of the h94 releases that IPAdapter_plus users
+already keep in models/ipadapter and models/clip_vision. The loaded adapter is still checked by its shapes.
+"""
+import dataclasses
+import re
+
+import folder_paths
+import comfy.clip_vision
+from comfy_api.latest import io
+
+from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+from . import model_cache, patching
+from .types import IPAdapter
+
+# preset -> arch -> (adapter file patterns, encoder key); first match wins.
+PRESETS = {
+    "LIGHT - SD1.5 only (low strength)": {
+        "SD1.5": ([r"ip-adapter_sd15_light_v11\.", r"ip-adapter_sd15_light\."], "vit-h")},
+    "STANDARD (medium strength)": {
+        "SD1.5": ([r"ip-adapter_sd15\."], "vit-h"), "SDXL": ([r"ip-adapter_sdxl_vit-h\."], "vit-h")},
+    "VIT-G (medium strength)": {
+        "SD1.5": ([r"ip-adapter_sd15_vit-g\."], "vit-g"), "SDXL": ([r"ip-adapter_sdxl\."], "vit-g")},
+    "PLUS (high strength)": {
+        "SD1.5": ([r"ip-adapter-plus_sd15\."], "vit-h"), "SDXL": ([r"ip-adapter-plus_sdxl_vit-h\."], "vit-h")},
+    "PLUS FACE (portraits)": {
+        "SD1.5": ([r"ip-adapter-plus-face_sd15\."], "vit-h"),
+        "SDXL": ([r"ip-adapter-plus-face_sdxl_vit-h\."], "vit-h")},
+    "FULL FACE - SD1.5 only (portraits stronger)": {"SD1.5": ([r"ip-adapter-full-face_sd15\."], "vit-h")},
+}
+ENCODERS = {
+    "vit-h": ([r"vit.?h.?14.*s32b.?b79k", r"clip.?vit.?h", r"ipadapter.*sd15", r"sd1.?5.*model"],
+              "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"),
+    "vit-g": ([r"vit.?bigg.?14.*39b.?b160k", r"clip.?vit.?bigg", r"ipadapter.*sdxl", r"sdxl.*model"],
+              "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"),
+}
+_clip_vision_cache = {}
+
+
+def find_file(folder, patterns, wanted):
+    """First file in a model folder matching one of the patterns, or an error naming the file and folder."""
+    names = folder_paths.get_filename_list(folder)
+    for pattern in patterns:
+        for name in names:
+            if re.search(pattern, name.rsplit("/", 1)[-1], re.IGNORECASE):
+                return name
+    raise InvalidInputError(f"no file for this preset in models/{folder}: download {wanted} and put it in "
+                            f"models/{folder}/ (searched: {', '.join(folder_paths.get_folder_paths(folder))}).")
+
+
+def load_clip_vision(name):
+    """ComfyUI's CLIP vision loader, one copy per file."""
+    path = model_cache.resolve("clip_vision", name)
+    if path not in _clip_vision_cache:
+        clip = comfy.clip_vision.load(path)
+        if clip is None:
+            raise InvalidInputError(f"{name} is not a CLIP vision model ComfyUI recognises.")
+        _clip_vision_cache[path] = clip
+    return _clip_vision_cache[path]
+
+
+class UnifiedLoader(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitUnifiedLoader",
+            display_name="IPAdapter Kit: Unified Loader",
+            category="ipadapter_kit",
+            description="Picks the IP-Adapter and CLIP-vision files for a preset and the connected model's "
+                        "family (SD1.5 or SDXL) among your files, with IPAdapter_plus's file names.",
+            inputs=[
+                io.Model.Input("model", tooltip="Decides SD1.5 or SDXL; passed through unchanged."),
+                io.Combo.Input("preset", options=list(PRESETS), default="STANDARD (medium strength)",
+                               tooltip="Which adapter release to use."),
+            ],
+            outputs=[io.Model.Output(display_name="MODEL"), IPAdapter.Output(display_name="IPADAPTER"),
+                     io.ClipVision.Output(display_name="CLIP_VISION")],
+        )
+
+    @classmethod
+    def execute(cls, model, preset):
+        arch, _ = patching.model_arch(model)
+        choices = PRESETS[preset]
+        if arch not in choices:
+            raise IncompatibleModelError(f"preset '{preset}' has no {arch} release; pick another preset.")
+        patterns, encoder = choices[arch]
+        wanted = patterns[0].replace("\\.", ".safetensors").replace("\\", "")
+        adapter = model_cache.load_adapter(find_file("ipadapter", patterns, wanted))
+        clip_vision = load_clip_vision(find_file("clip_vision", *ENCODERS[encoder]))
+        adapter = dataclasses.replace(adapter, clip_vision=clip_vision)
+        return io.NodeOutput(model, adapter, clip_vision)

@@ -1,0 +1,109 @@
+"""Writes workflows/*.json (UI format) from compact graph descriptions, using a live server's object_info.
+
+Run in the host venv: `.host/venv/bin/python scripts/build_workflows.py`. Widget order and defaults come from
+the server, so the files are what the frontend itself would save.
+"""
+import json
+import pathlib
+import sys
+import tempfile
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
+
+import conftest  # noqa: E402
+from comfy_server import ComfyServer  # noqa: E402
+from tinymodels import world as world_builder  # noqa: E402
+from workflow_api import widget_slots  # noqa: E402
+from workflow_graphs import WORKFLOWS  # noqa: E402
+
+HF = "https://huggingface.co"
+MODEL_URLS = {
+    "v1-5-pruned-emaonly.safetensors":
+        ("checkpoints", f"{HF}/Comfy-Org/stable-diffusion-v1-5-archive/resolve/main/v1-5-pruned-emaonly.safetensors"),
+    "ip-adapter_sd15.safetensors": ("ipadapter", f"{HF}/h94/IP-Adapter/resolve/main/models/ip-adapter_sd15.safetensors"),
+    "ip-adapter-plus_sd15.safetensors":
+        ("ipadapter", f"{HF}/h94/IP-Adapter/resolve/main/models/ip-adapter-plus_sd15.safetensors"),
+    "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors":
+        ("clip_vision", f"{HF}/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"),
+    "control_v11p_sd15_canny_fp16.safetensors":
+        ("controlnet", f"{HF}/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
+                       "control_v11p_sd15_canny_fp16.safetensors"),
+}
+PRESET_FILES = {"STANDARD (medium strength)": ["ip-adapter_sd15.safetensors"],
+                "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"]}
+
+
+def _default(kind, opts):
+    if "default" in opts:
+        return opts["default"]
+    if isinstance(kind, list):
+        return kind[0]
+    if kind == "COMBO":
+        return opts["options"][0]
+    return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(kind)
+
+
+def _models(widgets):
+    names = [v for v in widgets.values() if isinstance(v, str)]
+    names += [f for v in widgets.values() if isinstance(v, str) for f in PRESET_FILES.get(v, [])]
+    if "preset" in widgets:
+        names.append("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
+    return [{"name": n, "url": MODEL_URLS[n][1], "directory": MODEL_URLS[n][0]} for n in names if n in MODEL_URLS]
+
+
+def build(spec, object_info):
+    """A UI-format workflow from {key: (type, widgets, links, mode)}."""
+    ids = {key: i + 1 for i, key in enumerate(spec["nodes"])}
+    depth = {}
+
+    def level(key):
+        if key not in depth:
+            depth[key] = 1 + max((level(src) for src, _ in spec["nodes"][key][2].values()), default=-1)
+        return depth[key]
+
+    for key in spec["nodes"]:
+        level(key)
+    nodes, links, rows = [], [], {}
+    for key, (ntype, widgets, node_links, *rest) in spec["nodes"].items():
+        info = object_info[ntype]
+        values = []
+        for name, kind, opts in widget_slots(info):
+            values.append("fixed" if name is None else widgets.get(name, _default(kind, opts)))
+        inputs = []
+        for name, (src, slot) in node_links.items():
+            link_id = len(links) + 1
+            kind = object_info[spec["nodes"][src][0]]["output"][slot]
+            links.append([link_id, ids[src], slot, ids[key], len(inputs), kind])
+            inputs.append({"name": name, "type": kind, "link": link_id})
+        row = rows.setdefault(depth[key], 0)
+        rows[depth[key]] += 1
+        node = {"id": ids[key], "type": ntype, "pos": [40 + 360 * depth[key], 40 + 260 * row], "size": [320, 220],
+                "flags": {}, "order": len(nodes), "mode": rest[0] if rest else 0, "inputs": inputs,
+                "outputs": [{"name": name, "type": kind, "links": []}
+                            for name, kind in zip(info["output_name"], info["output"])],
+                "properties": {"Node name for S&R": ntype}, "widgets_values": values}
+        if spec.get("titles", {}).get(key):
+            node["title"] = spec["titles"][key]
+        models = _models(widgets)
+        if models:
+            node["properties"]["models"] = models
+        nodes.append(node)
+    for link in links:
+        nodes[link[1] - 1]["outputs"][link[2]]["links"].append(link[0])
+    return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links, "groups": [],
+            "config": {}, "extra": {"info": spec["description"]}, "version": 0.4}
+
+
+def main():
+    world = world_builder.build(conftest.WORLD_DIR)
+    with tempfile.TemporaryDirectory() as work, ComfyServer(conftest.COMFYUI_ROOT, world, work) as server:
+        object_info = server.get("/object_info")
+    for name, spec in WORKFLOWS.items():
+        path = ROOT / "workflows" / f"{name}.json"
+        path.write_text(json.dumps(build(spec, object_info), indent=1) + "\n")
+        print("wrote", path.relative_to(ROOT))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,112 @@
+"""Compact descriptions of the example workflows: {key: (node type, widget values, {input: (source, slot)})}."""
+
+CKPT = "v1-5-pruned-emaonly.safetensors"
+CLIP_H = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
+
+
+def txt2img(model_source, prompt, prefix, **extra_nodes):
+    """The usual SD1.5 text-to-image tail, sampling with model_source."""
+    return {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": CKPT}, {}),
+        **extra_nodes,
+        "pos": ("CLIPTextEncode", {"text": prompt}, {"clip": ("ckpt", 1)}),
+        "neg": ("CLIPTextEncode", {"text": "blurry, low quality, watermark"}, {"clip": ("ckpt", 1)}),
+        "latent": ("EmptyLatentImage", {"width": 512, "height": 512, "batch_size": 1}, {}),
+        "sampler": ("KSampler", {"seed": 42, "steps": 25, "cfg": 6.5, "sampler_name": "dpmpp_2m",
+                                 "scheduler": "karras", "denoise": 1.0},
+                    {"model": model_source, "positive": ("pos", 0), "negative": ("neg", 0),
+                     "latent_image": ("latent", 0)}),
+        "decode": ("VAEDecode", {}, {"samples": ("sampler", 0), "vae": ("ckpt", 2)}),
+        "save": ("SaveImage", {"filename_prefix": prefix}, {"images": ("decode", 0)}),
+    }
+
+
+def advanced(weight_type, weight=1.0, **widgets):
+    return {"weight": weight, "weight_type": weight_type, "start_at": 0.0, "end_at": 1.0, "weight_composition": 1.0,
+            "combine_embeds": "concat", "embeds_scaling": "V only", **widgets}
+
+
+def _loader_nodes():
+    return {
+        "ipa_file": ("IPAKitModelLoader", {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}, {}),
+        "clip_vision": ("CLIPVisionLoader", {"clip_name": CLIP_H}, {}),
+    }
+
+
+WORKFLOWS = {
+    "ipadapter_basic": {
+        "description": "Image prompt with the unified loader: the reference image steers an SD1.5 picture.",
+        "nodes": txt2img(("apply", 0), "a photo of a cat in a garden", "ipadapter_basic",
+                         unified=("IPAKitUnifiedLoader", {"preset": "STANDARD (medium strength)"},
+                                  {"model": ("ckpt", 0)}),
+                         reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                         apply=("IPAKitApply", {"weight": 0.8, "weight_type": "linear"},
+                                {"model": ("unified", 0), "ipadapter": ("unified", 1), "image": ("reference", 0),
+                                 "clip_vision": ("unified", 2)})),
+    },
+    "ipadapter_style_transfer": {
+        "description": "Style transfer: the reference's style only, through the style blocks (InstantStyle).",
+        "nodes": txt2img(("apply", 0), "a lighthouse on a cliff", "ipadapter_style",
+                         **_loader_nodes(), reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                         apply=("IPAKitApplyAdvanced", advanced("style transfer", 1.0),
+                                {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                 "clip_vision": ("clip_vision", 0)})),
+    },
+    "ipadapter_composition": {
+        "description": "Composition: the reference's layout only, through the composition blocks.",
+        "nodes": txt2img(("apply", 0), "a watercolor painting of a harbour", "ipadapter_composition",
+                         **_loader_nodes(), reference=("LoadImage", {"image": "reference_b.png"}, {}),
+                         apply=("IPAKitApplyAdvanced", advanced("composition", 1.0),
+                                {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                 "clip_vision": ("clip_vision", 0)})),
+    },
+    "ipadapter_masked_two_subjects": {
+        "description": "Two references in one node, each with its own weight and mask (left / right half).",
+        "nodes": txt2img(("apply", 0), "two friends standing side by side", "ipadapter_two_subjects",
+                         **_loader_nodes(),
+                         left_image=("LoadImage", {"image": "reference_a.png"}, {}),
+                         right_image=("LoadImage", {"image": "reference_b.png"}, {}),
+                         references=("ImageBatch", {}, {"image1": ("left_image", 0), "image2": ("right_image", 0)}),
+                         canvas=("SolidMask", {"value": 0.0, "width": 512, "height": 512}, {}),
+                         half=("SolidMask", {"value": 1.0, "width": 256, "height": 512}, {}),
+                         left_mask=("MaskComposite", {"x": 0, "y": 0, "operation": "add"},
+                                    {"destination": ("canvas", 0), "source": ("half", 0)}),
+                         right_mask=("MaskComposite", {"x": 256, "y": 0, "operation": "add"},
+                                     {"destination": ("canvas", 0), "source": ("half", 0)}),
+                         left_as_image=("MaskToImage", {}, {"mask": ("left_mask", 0)}),
+                         right_as_image=("MaskToImage", {}, {"mask": ("right_mask", 0)}),
+                         mask_batch=("ImageBatch", {}, {"image1": ("left_as_image", 0),
+                                                        "image2": ("right_as_image", 0)}),
+                         masks=("ImageToMask", {"channel": "red"}, {"image": ("mask_batch", 0)}),
+                         apply=("IPAKitApplyAdvanced",
+                                advanced("linear", 0.9, combine_embeds="separate", reference_weights="1.0, 0.8"),
+                                {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("references", 0),
+                                 "attn_mask": ("masks", 0), "clip_vision": ("clip_vision", 0)})),
+    },
+    "ipadapter_controlnet_lora": {
+        "description": "IP-Adapter with a LoRA on the model and a ControlNet on the conditioning.",
+        "nodes": {
+            **txt2img(("apply", 0), "a portrait in a sunlit studio", "ipadapter_controlnet_lora",
+                      lora=("LoraLoader", {"lora_name": "style_lora_sd15.safetensors", "strength_model": 0.8,
+                                           "strength_clip": 0.8}, {"model": ("ckpt", 0), "clip": ("ckpt", 1)}),
+                      unified=("IPAKitUnifiedLoader", {"preset": "PLUS (high strength)"}, {"model": ("lora", 0)}),
+                      reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                      apply=("IPAKitApply", {"weight": 0.7},
+                             {"model": ("unified", 0), "ipadapter": ("unified", 1), "image": ("reference", 0),
+                              "clip_vision": ("unified", 2)}),
+                      hint=("LoadImage", {"image": "reference_b.png"}, {}),
+                      controlnet=("ControlNetLoader",
+                                  {"control_net_name": "control_v11p_sd15_canny_fp16.safetensors"}, {}),
+                      control=("ControlNetApplyAdvanced", {"strength": 0.8, "start_percent": 0.0, "end_percent": 1.0},
+                               {"positive": ("pos", 0), "negative": ("neg", 0), "control_net": ("controlnet", 0),
+                                "image": ("hint", 0)})),
+        },
+    },
+}
+
+# the LoRA also feeds the text encoders, and the sampler takes the ControlNet's conditioning
+_cl = WORKFLOWS["ipadapter_controlnet_lora"]["nodes"]
+for _key in ("pos", "neg"):
+    _cl[_key] = (_cl[_key][0], _cl[_key][1], {"clip": ("lora", 1)})
+_cl["sampler"] = (_cl["sampler"][0], _cl["sampler"][1],
+                  {**_cl["sampler"][2], "positive": ("control", 0), "negative": ("control", 1)})
