@@ -48,11 +48,6 @@ class IPAdapterWeights(nn.Module):
             layers[str(2 * i + 1)] = AttentionLayer(width, spec.cross_dim, True, spec.lora_rank)
         self.ip_adapter = nn.ModuleDict(layers)
 
-    def kv_weights(self):
-        """Stacked per-layer (to_k_ip, to_v_ip) weights in layer order."""
-        return [(self.ip_adapter[str(2 * i + 1)].to_k_ip.weight, self.ip_adapter[str(2 * i + 1)].to_v_ip.weight)
-                for i in range(self.spec.num_layers)]
-
 
 def from_state_dict(nested, name="adapter"):
     """Detect and strictly load a nested state dict; key mismatches become UnknownFormatError."""

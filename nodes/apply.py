@@ -2,7 +2,7 @@
 from comfy_api.latest import io
 
 from ..ipadapter_core.attention import EMBEDS_SCALING
-from ..ipadapter_core.embeds import COMBINE_EMBEDS
+from ..ipadapter_core.embeds import COMBINE_EMBEDS, check_encoder
 from ..ipadapter_core.errors import InvalidInputError
 from ..ipadapter_core.weight_types import WEIGHT_TYPES
 from . import clip_encode, patching
@@ -41,6 +41,7 @@ def encode_pair(adapter, image, clip_vision, image_negative=None):
         raise InvalidInputError(f"{adapter.name} is a FaceID adapter: it takes InsightFace embeddings, not CLIP "
                                 "images. Use the FaceID nodes.")
     cond = clip_encode.encode(clip_vision, image, spec.clip_output, "image")
+    check_encoder(spec, cond, adapter.name)
     if image_negative is not None:
         uncond = clip_encode.encode(clip_vision, image_negative, spec.clip_output, "image_negative")
         uncond = uncond[:1].expand(cond.shape[0], *uncond.shape[1:]) if uncond.shape[0] != cond.shape[0] else uncond

@@ -150,3 +150,13 @@ def test_attention_override_from_transformer_options_is_used(sd15):
     sample(patched, pos, neg)
     assert seen, "the attention backend override was bypassed"
 
+
+
+def test_negative_image_replaces_the_default_negative(sd15):
+    model, pos, neg = sd15
+    adapter, cond, default_uncond = encoded("ip-adapter-plus_sd15.safetensors", reference(1))
+    _, _, uncond = encoded("ip-adapter-plus_sd15.safetensors", reference(1), negative=reference(9))
+    assert not torch.allclose(uncond, default_uncond)
+    with_default = sample(patching.apply_embeds(model, adapter, cond, default_uncond), pos, neg)
+    with_negative = sample(patching.apply_embeds(model, adapter, cond, uncond), pos, neg)
+    assert not torch.allclose(with_default, with_negative, atol=1e-3)

@@ -82,4 +82,5 @@ def clip_vision_config(hidden_size, projection_dim, num_hidden_layers=2, image_s
 CLIP_VISION = {
     "vit-h": clip_vision_config(hidden_size=32, projection_dim=24),
     "vit-bigg": clip_vision_config(hidden_size=40, projection_dim=28),
+    "vit-l-336": clip_vision_config(hidden_size=36, projection_dim=20, image_size=336),  # Kolors' encoder
 }

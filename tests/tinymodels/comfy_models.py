@@ -65,6 +65,9 @@ def write_clip_vision(path, encoder="vit-h", seed=0):
     """Save a tiny CLIP-vision model in ComfyUI's (transformers-key) format."""
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    sd = clip_vision_model(encoder, seed).get_sd()
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
+    sd = {k: v.contiguous() for k, v in clip_vision_model(encoder, seed).get_sd().items()}
+    if path.suffix == ".safetensors":
+        save_file(sd, str(path))
+    else:
+        torch.save(sd, str(path))
     return path

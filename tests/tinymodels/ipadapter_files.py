@@ -107,6 +107,7 @@ def catalog():
     """Real release names mapped to (arch, image_proj layout, LoRA keys present)."""
     h_embed, h_hidden = clip_dims("vit-h")
     g_embed, _ = clip_dims("vit-bigg")
+    _, l336_hidden = clip_dims("vit-l-336")
     sd, xl = context_dim("sd15"), context_dim("sdxl")
     return {
         "ip-adapter_sd15.safetensors": ("sd15", linear_proj(h_embed, sd), False),
@@ -119,6 +120,9 @@ def catalog():
         "ip-adapter_sdxl_vit-h.safetensors": ("sdxl", linear_proj(h_embed, xl), False),
         "ip-adapter-plus_sdxl_vit-h.safetensors": ("sdxl", resampler_proj(h_hidden, xl, dim=128), False),
         "ip-adapter-plus-face_sdxl_vit-h.safetensors": ("sdxl", resampler_proj(h_hidden, xl, dim=128), False),
+        "ip_plus_composition_sd15.safetensors": ("sd15", resampler_proj(h_hidden, sd, dim=64), False),
+        "ip_plus_composition_sdxl.safetensors": ("sdxl", resampler_proj(h_hidden, xl, dim=128), False),
+        "Kolors-IP-Adapter-Plus.bin": ("sdxl", resampler_proj(l336_hidden, xl, dim=128), False),
         "ip-adapter-faceid_sd15.bin": ("sd15", faceid_proj(sd), True),
         "ip-adapter-faceid-plusv2_sd15.bin": ("sd15", faceid_plus_proj(h_hidden, sd), True),
         "ip-adapter-faceid-portrait-v11_sd15.bin": ("sd15", faceid_proj(sd, tokens=16), False),

@@ -14,6 +14,7 @@ CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 CLIP_VISION_FILES = {
     "vit-h": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
     "vit-bigg": "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
+    "vit-l-336": "clip-vit-large-patch14-336.bin",
 }
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 
