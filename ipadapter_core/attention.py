@@ -107,8 +107,7 @@ class IPAdapterPatch:
     def keys(self):
         """The attn2 keys this patch must be installed on."""
         layers = set().union(*self._active) if self._active else set()
-        return [key for key, layer in self._layer_of.items() if layer in layers] + [
-            key for key in self.base_patches if key not in self._layer_of]
+        return [key for key, layer in self._layer_of.items() if layer in layers]
 
     def extended(self, prompts, models=(), base_patches=None):
         """A new patch with more prompts and foreign patches to wrap (this one is left as it is)."""
@@ -127,7 +126,7 @@ class IPAdapterPatch:
 
     def __call__(self, q, k, v, extra_options):
         key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
-        base = self.base_patches.get(key)
+        base = self.base_patches.get(key) or self.base_patches.get(key[:2])  # ComfyUI also matches (block, id)
         if base is not None:
             out = base(q, k, v, extra_options)
         else:

@@ -91,8 +91,8 @@ def sigma_range(model, start_at, end_at):
     return float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at))
 
 
-def install(model, adapter, prompt):
-    """A clone of model with prompt added to its IP-Adapter patch (other patches kept)."""
+def install(model, adapter, prompt, arch):
+    """A clone of model with prompt added to its IP-Adapter patch (other packs' attn2 patches wrapped)."""
     clone = model.clone()
     if not prompt.active_layers():
         return clone
@@ -100,7 +100,6 @@ def install(model, adapter, prompt):
     ours = next((p for p in existing.values() if isinstance(p, IPAdapterPatch)), None)
     foreign = {key: p for key, p in existing.items() if not isinstance(p, IPAdapterPatch)}
     if ours is None:
-        arch = check_model(model, adapter)
         patch = IPAdapterPatch(arch, [prompt], comfy.ldm.modules.attention.optimized_attention, foreign,
                                models=[adapter.patcher])
     else:
@@ -145,9 +144,7 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
         masks=prepare_masks(attn_mask, references),
         inverted_layers=frozenset() if block_weights.strip() else weight_types.inverted_layers(weight_type, arch),
         embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch)
-    return install(model, adapter, prompt)
-
-
+    return install(model, adapter, prompt, arch)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -171,6 +171,8 @@ def test_foreign_patch_on_a_key_is_wrapped_not_replaced(weights):
     assert calls == [("input", 1)]
     ours = IPAdapterPatch("SD1.5", [prompt(weights)], sdpa)(q, k, v, options()) - sdpa(q, k, v, HEADS)
     assert torch.allclose(out, ours, atol=1e-5)
+    by_block = IPAdapterPatch("SD1.5", [prompt(weights)], sdpa, base_patches={("input", 1): foreign})
+    assert torch.allclose(by_block(q, k, v, options()), ours, atol=1e-5) and len(calls) == 2
 
 
 def test_no_host_sync_inside_the_attention_call(weights, monkeypatch):

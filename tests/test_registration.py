@@ -44,3 +44,14 @@ def test_user_paths_from_extra_model_paths_are_kept_first(restore_folders, tmp_p
     assert registered == [str(tmp_path), os.path.join(folder_paths.models_dir, "ipadapter")]
     folder_paths.filename_list_cache.clear()
     assert "mine.safetensors" in folder_paths.get_filename_list("ipadapter")
+
+
+def test_every_node_has_a_description_and_every_input_a_tooltip():
+    from ipadapter_kit.nodes import NODES
+
+    for node in NODES:
+        schema = node.define_schema()
+        assert schema.description, schema.node_id
+        assert schema.display_name.startswith("IPAdapter Kit"), schema.node_id
+        for item in schema.inputs:
+            assert item.tooltip, f"{schema.node_id}.{item.id} has no tooltip"
