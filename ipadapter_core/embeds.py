@@ -36,10 +36,22 @@ def check_encoder(spec, embeds, adapter_name):
             "adapters, ViT-bigG for ip-adapter_sdxl and ip-adapter_sd15_vit-G).")
 
 
-def project(weights, embeds, method):
-    """Image tokens (R', T, cross) from encoder outputs; concat joins all references into one."""
-    with torch.no_grad():
-        tokens = weights.image_proj(embeds)
+def join(tokens, method):
+    """concat makes one reference of all references' tokens (one softmax over them all)."""
     if method == "concat" and tokens.shape[0] > 1:
-        tokens = tokens.reshape(1, -1, tokens.shape[-1])
+        return tokens.reshape(1, -1, tokens.shape[-1])
     return tokens
+
+
+def project(weights, embeds, method):
+    """Image tokens (R', T, cross) from encoder outputs."""
+    with torch.no_grad():
+        return join(weights.image_proj(embeds), method)
+
+
+def project_faceid(weights, id_embeds, clip_hidden, method, shortcut=False, scale=1.0):
+    """Image tokens from InsightFace embeddings (R, 512), refined by CLIP hidden states for FaceID Plus."""
+    with torch.no_grad():
+        if weights.spec.kind == "faceid_plus":
+            return join(weights.image_proj(id_embeds, clip_hidden, shortcut=shortcut, scale=scale), method)
+        return join(weights.image_proj(id_embeds), method)

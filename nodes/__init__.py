@@ -1,9 +1,10 @@
 """ComfyUI adapters of the pack: V3 nodes over ipadapter_core."""
 from comfy_api.latest import ComfyExtension
 
-from . import apply, loaders, presets
+from . import apply, faceid, faces, loaders, presets
 
-NODES = [loaders.ModelLoader, presets.UnifiedLoader, apply.Encode, apply.Apply, apply.ApplyAdvanced]
+NODES = [loaders.ModelLoader, presets.UnifiedLoader, apply.Encode, apply.Apply, apply.ApplyAdvanced,
+         faces.InsightFaceLoader, faces.FaceCrops, faceid.UnifiedFaceIDLoader, faceid.ApplyFaceID, faceid.FaceIDLoRA]
 
 
 class IPAdapterKitExtension(ComfyExtension):

@@ -21,7 +21,9 @@ class LoadedAdapter:
     name: str
     weights: object
     patcher: object
-    clip_vision: object = None  # set by the unified loader
+    clip_vision: object = None  # set by the unified loaders
+    plus_v2: object = None  # FaceID Plus: True/False when a unified preset says so, None = node option decides
+    unnorm: bool = False  # FaceID Portrait unnorm (set by its preset)
 
     @property
     def spec(self):

@@ -109,33 +109,46 @@ def install(model, adapter, prompt, arch):
     return clone
 
 
-def project_tokens(adapter, cond, uncond, combine):
-    """Image tokens for positive and negative encoder outputs, computed where ComfyUI keeps the adapter."""
+def _parts(embeds):
+    return embeds if isinstance(embeds, tuple) else (embeds,)
+
+
+def project_tokens(adapter, cond, uncond, combine, projector):
+    """Image tokens for positive and negative embeds, computed where ComfyUI keeps the adapter."""
     comfy.model_management.load_model_gpu(adapter.patcher)
     device = adapter.patcher.load_device
     dtype = next(adapter.weights.parameters()).dtype
-    cond_tokens = core_embeds.project(adapter.weights, cond.to(device, dtype), combine)
-    uncond_tokens = core_embeds.project(adapter.weights, uncond.to(device, dtype), combine)
-    return cond_tokens, uncond_tokens
+
+    def run(embeds):
+        parts = [None if p is None else p.to(device, dtype) for p in _parts(embeds)]
+        return projector(adapter.weights, *parts, combine)
+
+    return run(cond), run(uncond)
+
+
+def combine_references(cond, uncond, combine):
+    """Combine each part of the positive embeds; the negative keeps one row per resulting reference."""
+    cond = tuple(None if p is None else core_embeds.combine(p, combine) for p in _parts(cond))
+    count = cond[0].shape[0]
+    uncond = tuple(None if p is None else (p if p.shape[0] == count else p[:1].expand(count, *p.shape[1:]))
+                   for p in _parts(uncond))
+    return cond, uncond
 
 
 def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear", weight_composition=None,
                  block_weights="", start_at=0.0, end_at=1.0, combine="concat", embeds_scaling="V only",
-                 reference_weights="", attn_mask=None, unfold_batch=False):
-    """Patched clone of model for encoder outputs cond/uncond (R, ...)."""
+                 reference_weights="", attn_mask=None, unfold_batch=False, projector=core_embeds.project):
+    """Patched clone of model for embeds cond/uncond: (R, ...) tensors, or tuples of them (FaceID parts)."""
     arch = check_model(model, adapter)
-    spec = adapter.spec
-    core_embeds.check_encoder(spec, cond, adapter.name)
-    core_embeds.check_encoder(spec, uncond, adapter.name)
+    if not isinstance(cond, tuple):
+        core_embeds.check_encoder(adapter.spec, cond, adapter.name)
+        core_embeds.check_encoder(adapter.spec, uncond, adapter.name)
     if end_at <= start_at:
         return model.clone()
     if unfold_batch:
         combine = "separate"  # one reference per latent frame
-    cond = core_embeds.combine(cond, combine)
-    uncond = uncond if combine in ("concat", "separate") else uncond[:1]
-    if uncond.shape[0] != cond.shape[0]:
-        uncond = uncond[:1].expand(cond.shape[0], *uncond.shape[1:])
-    cond_tokens, uncond_tokens = project_tokens(adapter, cond, uncond, combine)
+    cond, uncond = combine_references(cond, uncond, combine)
+    cond_tokens, uncond_tokens = project_tokens(adapter, cond, uncond, combine, projector)
     references = cond_tokens.shape[0]
     prompt = ImagePrompt(
         weights=adapter.weights, cond=cond_tokens, uncond=uncond_tokens,

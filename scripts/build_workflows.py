@@ -26,12 +26,15 @@ MODEL_URLS = {
         ("ipadapter", f"{HF}/h94/IP-Adapter/resolve/main/models/ip-adapter-plus_sd15.safetensors"),
     "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors":
         ("clip_vision", f"{HF}/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"),
+    "ip-adapter-faceid-plusv2_sd15_lora.safetensors":
+        ("loras", f"{HF}/h94/IP-Adapter-FaceID/resolve/main/ip-adapter-faceid-plusv2_sd15_lora.safetensors"),
     "control_v11p_sd15_canny_fp16.safetensors":
         ("controlnet", f"{HF}/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
                        "control_v11p_sd15_canny_fp16.safetensors"),
 }
 PRESET_FILES = {"STANDARD (medium strength)": ["ip-adapter_sd15.safetensors"],
-                "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"]}
+                "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"],
+                "FACEID PLUS V2": ["ip-adapter-faceid-plusv2_sd15_lora.safetensors"]}
 
 
 def _default(kind, opts):

@@ -104,6 +104,21 @@ WORKFLOWS = {
     },
 }
 
+WORKFLOWS["ipadapter_faceid"] = {
+    "description": "FaceID Plus v2 with its LoRA: a face photo -> InsightFace identity + CLIP crop -> SD1.5. "
+                   "Needs ip-adapter-faceid-plusv2_sd15.bin in models/ipadapter (h94/IP-Adapter-FaceID), its LoRA in "
+                   "models/loras and the buffalo_l InsightFace pack in models/insightface/models/. Only use faces "
+                   "of people who agreed to it.",
+    "nodes": txt2img(("apply", 0), "a portrait photo of a person in a park, natural light", "ipadapter_faceid",
+                     unified=("IPAKitUnifiedFaceIDLoader", {"preset": "FACEID PLUS V2", "lora_strength": 0.6},
+                              {"model": ("ckpt", 0)}),
+                     face=("LoadImage", {"image": "face_a.png"}, {}),
+                     apply=("IPAKitApplyFaceID", {"weight": 0.85, "weight_faceidv2": 1.0},
+                            {"model": ("unified", 0), "ipadapter": ("unified", 1), "insightface": ("unified", 2),
+                             "image": ("face", 0), "clip_vision": ("unified", 3)}),
+                     crops=("PreviewImage", {}, {"images": ("apply", 1)})),
+}
+
 # the LoRA also feeds the text encoders, and the sampler takes the ControlNet's conditioning
 _cl = WORKFLOWS["ipadapter_controlnet_lora"]["nodes"]
 for _key in ("pos", "neg"):

@@ -15,6 +15,7 @@ def restore_folders():
     yield
     folder_paths.folder_names_and_paths.clear()
     folder_paths.folder_names_and_paths.update(saved)
+    folder_paths.filename_list_cache.clear()
 
 
 def test_entrypoint_returns_extension_with_nodes(restore_folders):

@@ -10,7 +10,7 @@ from PIL import Image
 from workflow_api import set_widget, to_api, validate_widgets
 
 WORKFLOWS = sorted((pathlib.Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
-APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced")
+APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced", "IPAKitApplyFaceID")
 
 
 def small(workflow, object_info):
@@ -46,7 +46,7 @@ def object_info(comfy_server):
 def test_there_are_example_workflows():
     names = {p.stem for p in WORKFLOWS}
     assert {"ipadapter_basic", "ipadapter_style_transfer", "ipadapter_composition", "ipadapter_masked_two_subjects",
-            "ipadapter_controlnet_lora"} <= names
+            "ipadapter_controlnet_lora", "ipadapter_faceid"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)

@@ -52,12 +52,13 @@ def lora_shapes():
     return shapes
 
 
-def write_lora(path, seed=0):
-    """A kohya-format LoRA (lora_down / lora_up / alpha) over the tiny SD1.5 UNet and text encoder."""
+def write_lora(path, seed=0, unet_only=False):
+    """A kohya-format LoRA (lora_down / lora_up / alpha) over the tiny SD1.5 UNet (and text encoder)."""
+    modules = {n: s for n, s in lora_shapes().items() if not unet_only or n.startswith("lora_unet_")}
     shapes = {}
-    for name, (out_f, in_f) in lora_shapes().items():
+    for name, (out_f, in_f) in modules.items():
         shapes[f"{name}.lora_down.weight"] = (LORA_RANK, in_f)
         shapes[f"{name}.lora_up.weight"] = (out_f, LORA_RANK)
     sd = random_tensors(shapes, seed)
-    sd.update({f"{name}.alpha": torch.tensor(float(LORA_RANK) / 2) for name in lora_shapes()})
+    sd.update({f"{name}.alpha": torch.tensor(float(LORA_RANK) / 2) for name in modules})
     return _save(sd, path)

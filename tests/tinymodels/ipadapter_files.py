@@ -124,10 +124,13 @@ def catalog():
         "ip_plus_composition_sdxl.safetensors": ("sdxl", resampler_proj(h_hidden, xl, dim=128), False),
         "Kolors-IP-Adapter-Plus.bin": ("sdxl", resampler_proj(l336_hidden, xl, dim=128), False),
         "ip-adapter-faceid_sd15.bin": ("sd15", faceid_proj(sd), True),
+        "ip-adapter-faceid-plus_sd15.bin": ("sd15", faceid_plus_proj(h_hidden, sd), True),
         "ip-adapter-faceid-plusv2_sd15.bin": ("sd15", faceid_plus_proj(h_hidden, sd), True),
         "ip-adapter-faceid-portrait-v11_sd15.bin": ("sd15", faceid_proj(sd, tokens=16), False),
         "ip-adapter-faceid_sdxl.bin": ("sdxl", faceid_proj(xl), True),
         "ip-adapter-faceid-plusv2_sdxl.bin": ("sdxl", faceid_plus_proj(h_hidden, xl), True),
+        "ip-adapter-faceid-portrait_sdxl.bin": ("sdxl", faceid_proj(xl, tokens=16), False),
+        "ip-adapter-faceid-portrait_sdxl_unnorm.bin": ("sdxl", faceid_proj(xl, tokens=16), False),
     }
 
 

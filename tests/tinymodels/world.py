@@ -17,6 +17,8 @@ CLIP_VISION_FILES = {
     "vit-l-336": "clip-vit-large-patch14-336.bin",
 }
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
+FACE_IMAGES = ("face_a.png", "face_b.png")
+FACEID_LORAS = ("ip-adapter-faceid_sd15_lora.safetensors", "ip-adapter-faceid-plusv2_sd15_lora.safetensors")
 
 
 def _fingerprint():
@@ -55,10 +57,15 @@ def build(root):
     ipadapter_files.write_all(models / "ipadapter")
     extras.write_controlnet(models / "controlnet" / "control_v11p_sd15_canny_fp16.safetensors")
     extras.write_lora(models / "loras" / "style_lora_sd15.safetensors")
+    for i, name in enumerate(FACEID_LORAS):
+        extras.write_lora(models / "loras" / name, seed=20 + i, unet_only=True)
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)
     for i, name in enumerate(REFERENCE_IMAGES):
         Image.fromarray(reference_image(i)).save(root / "input" / name)
+    for i, name in enumerate(FACE_IMAGES):
+        bgr = insightface_pack.bright_face_image(size=(256, 256), box=(56 + 8 * i, 48, 200, 208), seed=i + 1)
+        Image.fromarray(bgr[..., ::-1].copy()).save(root / "input" / name)
     stamp.write_text(key)
     return root
