@@ -29,6 +29,11 @@ def combine(embeds, method):
 def check_encoder(spec, embeds, adapter_name):
     """Raise IncompatibleModelError when the encoder output width is not what the adapter was trained on."""
     width = embeds.shape[-1]
+    expected_ndim = 2 if spec.clip_output == "image_embeds" else 3
+    if spec.clip_dim is not None and embeds.ndim != expected_ndim:
+        raise IncompatibleModelError(
+            f"{adapter_name} takes {spec.clip_output} ({expected_ndim}-D), but the embeds are {embeds.ndim}-D "
+            f"{tuple(embeds.shape)}: they were encoded for another kind of adapter. Encode them again with this one.")
     if spec.clip_dim is not None and width != spec.clip_dim:
         raise IncompatibleModelError(
             f"{adapter_name} needs {spec.encoder_name()} ({spec.clip_output} of width {spec.clip_dim}), but the "

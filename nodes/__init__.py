@@ -1,10 +1,15 @@
 """ComfyUI adapters of the pack: V3 nodes over ipadapter_core."""
 from comfy_api.latest import ComfyExtension
 
-from . import apply, faceid, faces, loaders, presets
+from . import apply, composite, embeds_nodes, faceid, faces, image_nodes, loaders, presets, weights_nodes
 
 NODES = [loaders.ModelLoader, presets.UnifiedLoader, apply.Encode, apply.Apply, apply.ApplyAdvanced,
-         faces.InsightFaceLoader, faces.FaceCrops, faceid.UnifiedFaceIDLoader, faceid.ApplyFaceID, faceid.FaceIDLoRA]
+         faces.InsightFaceLoader, faces.FaceCrops, faceid.UnifiedFaceIDLoader, faceid.ApplyFaceID, faceid.FaceIDLoRA,
+         embeds_nodes.CombineEmbeds, embeds_nodes.SaveEmbeds, embeds_nodes.LoadEmbeds,
+         image_nodes.PrepImage, image_nodes.NoiseImage,
+         composite.StyleComposition, composite.ApplyTiled,
+         composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
+         weights_nodes.BlockWeights]
 
 
 class IPAdapterKitExtension(ComfyExtension):

@@ -1,4 +1,5 @@
 """Apply nodes: put one adapter's image prompt on a MODEL."""
+import torch
 from comfy_api.latest import io
 
 from ..ipadapter_core.attention import EMBEDS_SCALING
@@ -31,6 +32,18 @@ def resolve_clip_vision(adapter, clip_vision):
         raise InvalidInputError(f"{adapter.name} needs a CLIP vision model ({adapter.spec.encoder_name()}): connect "
                                 "a Load CLIP Vision node to clip_vision, or use the unified loader.")
     return clip_vision
+
+
+def masked(image, mask):
+    """Reference pixels outside the mask set to black (mask resized to the image)."""
+    if mask is None:
+        return image
+    mask = mask if mask.ndim == 3 else mask.unsqueeze(0)
+    if mask.shape[0] not in (1, image.shape[0]):
+        raise InvalidInputError(f"mask: {mask.shape[0]} masks for {image.shape[0]} images; give one mask, or one "
+                                "per image.")
+    mask = torch.nn.functional.interpolate(mask.unsqueeze(1).float(), size=image.shape[1:3], mode="bilinear")
+    return image[..., :3] * mask.squeeze(1).unsqueeze(-1)
 
 
 def encode_pair(adapter, image, clip_vision, image_negative=None):
@@ -151,13 +164,18 @@ class Encode(io.ComfyNode):
             inputs=[
                 IPAdapter.Input("ipadapter", tooltip="Decides which CLIP-vision output is kept."),
                 io.Image.Input("image", tooltip="Reference image(s)."),
+                io.Float.Input("weight", default=1.0, min=-1.0, max=3.0, step=0.01,
+                               tooltip="Scales the embeddings (before combining several Encode outputs)."),
                 io.Image.Input("image_negative", optional=True, tooltip="Negative reference (optional)."),
+                io.Mask.Input("mask", optional=True,
+                              tooltip="Only the masked part of the reference is encoded (the rest is black)."),
                 io.ClipVision.Input("clip_vision", optional=True, tooltip="CLIP vision model."),
             ],
             outputs=[Embeds.Output(display_name="embeds")],
         )
 
     @classmethod
-    def execute(cls, ipadapter, image, image_negative=None, clip_vision=None):
-        cond, uncond = encode_pair(ipadapter, image, clip_vision, image_negative)
-        return io.NodeOutput(patching.EncodedReferences(cond=cond, uncond=uncond))
+    def execute(cls, ipadapter, image, weight=1.0, image_negative=None, mask=None, clip_vision=None):
+        cond, uncond = encode_pair(ipadapter, masked(image, mask), clip_vision, image_negative)
+        return io.NodeOutput(patching.EncodedReferences(cond=cond * weight, uncond=uncond,
+                                                        clip_output=ipadapter.spec.clip_output))

@@ -166,3 +166,4 @@ class EncodedReferences:
 
     cond: torch.Tensor
     uncond: torch.Tensor
+    clip_output: str = ""  # which CLIP-vision output these are (image_embeds / penultimate_hidden_states)

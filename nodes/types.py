@@ -4,3 +4,4 @@ from comfy_api.latest import io
 IPAdapter = io.Custom("IPADAPTER_KIT")
 Embeds = io.Custom("IPADAPTER_KIT_EMBEDS")
 InsightFace = io.Custom("INSIGHTFACE_KIT")
+Params = io.Custom("IPADAPTER_KIT_PARAMS")

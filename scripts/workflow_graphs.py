@@ -119,6 +119,43 @@ WORKFLOWS["ipadapter_faceid"] = {
                      crops=("PreviewImage", {}, {"images": ("apply", 1)})),
 }
 
+WORKFLOWS["ipadapter_style_and_composition"] = {
+    "description": "Style from one reference and composition from another, each with its own weight, in one node.",
+    "nodes": txt2img(("apply", 0), "a cottage by a lake", "ipadapter_style_composition", **_loader_nodes(),
+                     style=("LoadImage", {"image": "reference_a.png"}, {}),
+                     layout=("LoadImage", {"image": "reference_b.png"}, {}),
+                     apply=("IPAKitStyleComposition", {"weight_style": 1.0, "weight_composition": 0.8},
+                            {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image_style": ("style", 0),
+                             "image_composition": ("layout", 0), "clip_vision": ("clip_vision", 0)})),
+}
+WORKFLOWS["ipadapter_tiled_non_square"] = {
+    "description": "A wide reference cut into square tiles so nothing is cropped; each tile conditions its part "
+                   "of a wide picture.",
+    "nodes": txt2img(("apply", 0), "a wide mountain panorama", "ipadapter_tiled", **_loader_nodes(),
+                     reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                     wide=("ImageScale", {"upscale_method": "bicubic", "width": 768, "height": 320, "crop": "disabled"},
+                           {"image": ("reference", 0)}),
+                     apply=("IPAKitApplyTiled", {"weight": 0.9, "mode": "tiles with masks", "overlap": 0.15},
+                            {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("wide", 0),
+                             "clip_vision": ("clip_vision", 0)}),
+                     tiles=("PreviewImage", {}, {"images": ("apply", 1)})),
+}
+WORKFLOWS["ipadapter_embeds_save_load"] = {
+    "description": "Encode once, save the embeds (.safetensors, never pickle), load saved ones, combine, apply.",
+    "nodes": txt2img(("apply", 0), "a bowl of fruit on a table", "ipadapter_embeds", **_loader_nodes(),
+                     reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                     encode=("IPAKitEncode", {"weight": 1.0}, {"ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                                               "clip_vision": ("clip_vision", 0)}),
+                     save=("IPAKitSaveEmbeds", {"filename_prefix": "ipadapter_embeds"}, {"embeds": ("encode", 0)}),
+                     saved=("IPAKitLoadEmbeds", {"embeds_file": "reference_embeds.safetensors"}, {}),
+                     combined=("IPAKitCombineEmbeds", {"method": "average"},
+                               {"embed1": ("encode", 0), "embed2": ("saved", 0)}),
+                     apply=("IPAKitApplyAdvanced", advanced("linear", 0.9),
+                            {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "embeds": ("combined", 0)})),
+}
+_xl = WORKFLOWS["ipadapter_tiled_non_square"]["nodes"]
+_xl["latent"] = (_xl["latent"][0], {"width": 768, "height": 320, "batch_size": 1}, {})
+
 # the LoRA also feeds the text encoders, and the sampler takes the ControlNet's conditioning
 _cl = WORKFLOWS["ipadapter_controlnet_lora"]["nodes"]
 for _key in ("pos", "neg"):

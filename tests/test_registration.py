@@ -47,9 +47,10 @@ def test_user_paths_from_extra_model_paths_are_kept_first(restore_folders, tmp_p
     assert "mine.safetensors" in folder_paths.get_filename_list("ipadapter")
 
 
-def test_every_node_has_a_description_and_every_input_a_tooltip():
+def test_every_node_has_a_description_and_every_input_a_tooltip(restore_folders):
     from ipadapter_kit.nodes import NODES
 
+    paths.register_model_folders()  # what comfy_entrypoint does before ComfyUI reads the schemas
     for node in NODES:
         schema = node.define_schema()
         assert schema.description, schema.node_id

@@ -10,7 +10,8 @@ from PIL import Image
 from workflow_api import set_widget, to_api, validate_widgets
 
 WORKFLOWS = sorted((pathlib.Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
-APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced", "IPAKitApplyFaceID")
+APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced", "IPAKitApplyFaceID", "IPAKitStyleComposition", "IPAKitApplyTiled",
+               "IPAKitApplyRegions")
 
 
 def small(workflow, object_info):

@@ -4,6 +4,8 @@ import pathlib
 import shutil
 
 import numpy as np
+import torch
+from safetensors.torch import save_file
 from PIL import Image
 
 from tinymodels import comfy_models, extras, insightface_pack, ipadapter_files
@@ -18,6 +20,7 @@ CLIP_VISION_FILES = {
 }
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
+EMBEDS_FILE = "reference_embeds.safetensors"  # penultimate hidden states of the tiny ViT-H (plus adapters)
 FACEID_LORAS = ("ip-adapter-faceid_sd15_lora.safetensors", "ip-adapter-faceid-plusv2_sd15_lora.safetensors")
 
 
@@ -39,6 +42,14 @@ def reference_image(seed, size=96):
         cx, cy, r = rng.uniform(0.2, 0.8), rng.uniform(0.2, 0.8), rng.uniform(0.08, 0.25)
         img[(x - cx) ** 2 + (y - cy) ** 2 < r * r] = rng.uniform(0, 1, 3)
     return (img * 255).astype(np.uint8)
+
+
+def write_embeds(path, seed=5):
+    """An embeds file in the pack's Save Embeds format (257 hidden-state tokens of width 32)."""
+    gen = torch.Generator().manual_seed(seed)
+    tensors = {"cond": torch.randn(1, 257, 32, generator=gen), "uncond": torch.zeros(1, 257, 32)}
+    save_file(tensors, str(path), metadata={"format": "ipadapter_kit.embeds/1",
+                                            "clip_output": "penultimate_hidden_states"})
 
 
 def build(root):
@@ -64,6 +75,7 @@ def build(root):
     (root / "input").mkdir(parents=True)
     for i, name in enumerate(REFERENCE_IMAGES):
         Image.fromarray(reference_image(i)).save(root / "input" / name)
+    write_embeds(root / "input" / EMBEDS_FILE)
     for i, name in enumerate(FACE_IMAGES):
         bgr = insightface_pack.bright_face_image(size=(256, 256), box=(56 + 8 * i, 48, 200, 208), seed=i + 1)
         Image.fromarray(bgr[..., ::-1].copy()).save(root / "input" / name)
