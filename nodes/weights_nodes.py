@@ -5,8 +5,9 @@ from PIL import Image, ImageDraw
 
 from comfy_api.latest import io
 
-from ..ipadapter_core import weight_types
+from ..ipadapter_core import schedules, weight_types
 from ..ipadapter_core.blocks import patch_keys
+from .types import FrameWeights as FrameWeightsType
 
 CATEGORY = "ipadapter_kit/weights"
 BLOCK_PRESETS = {
@@ -82,3 +83,31 @@ class BlockWeights(io.ComfyNode):
             weights = weight_types.layer_weights(kind, arch, weight, composition)
         labels, bars = zip(*block_values(arch, weights))
         return io.NodeOutput(block_text(arch, weights), bar_chart(labels, bars, f"{arch} block weights ({preset})"))
+
+
+class FrameWeights(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitFrameWeights",
+            display_name="IPAdapter Kit: Frame Weights",
+            category=CATEGORY,
+            description="One image-prompt weight per frame of a batch or animation (connect to an apply node's "
+                        "frame_weights), with a plot of the schedule.",
+            inputs=[
+                io.String.Input("weights", default="1.0, 0.0",
+                                tooltip="Keyframe values: the list itself (custom list, alternate), or the first "
+                                        "and last values of a ramp (linear, ease), or the range (random)."),
+                io.Combo.Input("schedule", options=list(schedules.SCHEDULES), default="linear",
+                               tooltip="How the values are spread over the frames."),
+                io.Int.Input("frames", default=16, min=1, max=4096, tooltip="Number of frames (latent batch size)."),
+                io.Int.Input("seed", default=0, min=0, max=2**31 - 1, tooltip="Seed of the random schedule."),
+            ],
+            outputs=[FrameWeightsType.Output(display_name="frame_weights"), io.Image.Output(display_name="plot")],
+        )
+
+    @classmethod
+    def execute(cls, weights, schedule, frames, seed):
+        values = schedules.frame_weights(schedule, schedules.parse_values(weights), frames, seed)
+        labels = [str(i) if frames <= 24 or i % max(1, frames // 12) == 0 else "" for i in range(frames)]
+        return io.NodeOutput(tuple(values), bar_chart(labels, values, f"weight per frame ({schedule})"))

@@ -1,0 +1,11 @@
+"""Converter for ComfyUI_IPAdapter_plus workflows (UI or API format) to IPAdapter Kit nodes.
+
+Standard library only: it runs without ComfyUI, as `python -m migrate in.json out.json` from the pack folder
+(or `python path/to/pack/migrate in.json out.json`). ComfyUI never imports it.
+
+    from migrate import convert
+    result = convert(workflow)        # result.workflow, result.report (list of str), result.exit_code
+"""
+from .converter import Conversion, convert, convert_file
+
+__all__ = ["Conversion", "convert", "convert_file"]

@@ -1,0 +1,640 @@
+"""The converter: plans each IPAdapter_plus node's replacement from mapping.RULES, then rewrites the graph.
+
+Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API
+prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept.
+"""
+import copy
+import json
+from dataclasses import dataclass, field
+
+from . import mapping
+from .mapping import ANY, LOSSY, NOTE, RULES, SOURCES, TARGETS
+
+UNMAPPED = "unmapped"
+REROUTE = "Reroute"
+CONTROL_DEFAULT = "fixed"
+
+
+@dataclass
+class Conversion:
+    """The converted workflow, the report lines, and whether everything mapped without loss."""
+
+    workflow: dict
+    report: list
+    unmapped: int = 0
+    lossy: int = 0
+
+    @property
+    def exit_code(self):
+        """0 when every IPAdapter_plus node mapped without a lossy change, else 2."""
+        return 2 if self.unmapped or self.lossy else 0
+
+
+@dataclass
+class Plan:
+    """What one IPAdapter_plus node becomes."""
+
+    source: str
+    target: str
+    widgets: dict  # our widget name -> value (every widget of the target)
+    input_map: dict = field(default_factory=dict)  # their linked input name -> our input name, or None (dropped)
+    add_links: dict = field(default_factory=dict)  # our input name -> (source node id, source slot)
+    rule_key: str = ""  # the RULES entry used (a variant's key when one applied)
+
+    def output_slot(self, slot):
+        """Our output slot for their output slot, or None when that output has no counterpart."""
+        rule = RULES[self.rule_key]
+        if slot in rule.outputs:
+            return rule.outputs[slot]
+        return slot if slot < len(TARGETS[self.target]["outputs"]) else None
+
+
+class Report:
+    def __init__(self):
+        self.lines = []
+        self.counts = {UNMAPPED: 0, LOSSY: 0, NOTE: 0}
+
+    def add(self, level, where, message):
+        line = f"{level}: {where}: {message}"
+        if line not in self.lines:
+            self.lines.append(line)
+            self.counts[level] = self.counts.get(level, 0) + 1
+
+
+def target_widgets(target):
+    return [spec for spec in TARGETS[target]["inputs"] if spec.get("widget")]
+
+
+def target_sockets(target):
+    return [spec for spec in TARGETS[target]["inputs"] if not spec.get("widget")]
+
+
+def target_spec(target, name):
+    for spec in TARGETS[target]["inputs"]:
+        if spec["name"] == name:
+            return spec
+    return None
+
+
+def checked(spec, value):
+    """(value fitted to our input spec, problem or None)."""
+    kind = spec["type"]
+    if kind in ("FLOAT", "INT"):
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            return spec["default"], f"{value!r} is not a number; the default {spec['default']!r} is used"
+        if kind == "INT" and value != int(value):
+            return int(round(value)), f"{value!r} rounded to {int(round(value))}"
+        value = int(value) if kind == "INT" else value
+        fitted = min(max(value, spec["min"]), spec["max"])
+        if fitted != value:
+            return fitted, f"{value!r} is outside {spec['min']}..{spec['max']} here; {fitted!r} is used"
+        return value, None
+    if kind == "COMBO":
+        if spec.get("dynamic") or value in spec["options"]:
+            return value, None
+        return spec["default"], f"{value!r} is not one of {list(spec['options'])}; {spec['default']!r} is used"
+    if kind == "BOOLEAN" and not isinstance(value, bool):
+        return bool(value), f"{value!r} read as {bool(value)}"
+    if kind == "STRING" and not isinstance(value, str):
+        return str(value), None
+    return value, None
+
+
+# ---------------------------------------------------------------------------------------------------------------
+class NodeView:
+    """One node of either format, seen the same way: type, widget values by name, linked inputs by name."""
+
+    def __init__(self, graph, node_id, kind, widgets, linked, problem=None):
+        self.graph, self.id, self.type = graph, node_id, kind
+        self.widgets = widgets  # their widget name -> value
+        self.linked = linked  # their input name -> (source id, source slot)
+        self.problem = problem  # why the node cannot be read (widget layout mismatch), or None
+        self.touches_plus = False  # whether it has an IPAdapter_plus socket type (unknown nodes are reported then)
+
+    def source(self, name):
+        """(node id, slot) feeding input `name`, through reroutes, or None."""
+        if name not in self.linked:
+            return None
+        return self.graph.follow(*self.linked[name])
+
+
+def _condition(view, name):
+    if name == "attn_mask_linked":
+        return "attn_mask" in view.linked
+    if name == "faceid_adapter":
+        return is_faceid_adapter(view)
+    raise KeyError(name)
+
+
+def is_faceid_adapter(view):
+    """Whether the adapter reaching this node is a FaceID one (their apply nodes take both kinds)."""
+    if "insightface" in view.linked:
+        return True
+    src = view.source("ipadapter")
+    if src is None:
+        return False
+    kind = view.graph.type_of(src[0])
+    if kind == "IPAdapterUnifiedLoaderFaceID":
+        return True
+    if kind == "IPAdapterModelLoader":
+        return "faceid" in str(view.graph.widgets_of(src[0]).get("ipadapter_file", "")).lower()
+    return False
+
+
+def plan_node(view, report, where):
+    """The Plan for one IPAdapter_plus node (a variant rule when its condition holds); findings go to the report."""
+    key = view.type
+    rule = RULES[key]
+    for condition, variant in rule.variants:
+        if _condition(view, condition):
+            key = variant if variant in RULES else f"{view.type}@{variant}"
+            rule = RULES[key]
+            break
+    target = rule.target
+    here = f"{where} {view.type} -> {target}"
+    report.add("mapped", where, f"{view.type} -> {target}")
+    widgets = {spec["name"]: spec["default"] for spec in target_widgets(target)}
+    plan = Plan(source=view.type, target=target, widgets=widgets, rule_key=key)
+
+    for name, value in view.widgets.items():
+        ours = rule.rename.get(name, name)
+        if name in rule.drop:
+            harmless, why = rule.drop[name]
+            if ANY not in harmless and value not in harmless:
+                report.add(LOSSY, here, f"{name} {value!r} dropped: {why}")
+            continue
+        spec = target_spec(target, ours)
+        if spec is None or not spec.get("widget"):
+            report.add(LOSSY, here, f"{name} {value!r} has no counterpart and was dropped")
+            continue
+        if ours in rule.values:
+            value, message = rule.values[ours](value)
+            if message:
+                report.add(message[0], here, message[1])
+        value, problem = checked(spec, value)
+        if problem:
+            report.add(LOSSY, here, f"{ours}: {problem}")
+        widgets[ours] = value
+    for ours, value in rule.fixed.items():
+        widgets[ours] = value
+
+    owned = {name for hook in rule.hooks for name in HOOK_INPUTS.get(hook, ())}
+    for name in view.linked:
+        ours = rule.rename.get(name, name)
+        if name in owned:
+            continue
+        if name in rule.drop:
+            harmless, why = rule.drop[name]
+            plan.input_map[name] = None
+            report.add(NOTE if ANY in harmless else LOSSY, here, f"link to {name} removed: {why}")
+            continue
+        if target_spec(target, ours) is None:
+            plan.input_map[name] = None
+            report.add(LOSSY, here, f"link to {name} removed: the node here has no such input")
+            continue
+        plan.input_map[name] = ours
+        if ours in rule.values:
+            report.add(NOTE, here, f"{ours} comes from a link: its values are not translated, check them")
+
+    for hook in rule.hooks:
+        HOOKS[hook](view, plan, report, here)
+    for message in rule.lossy:
+        report.add(LOSSY, here, message)
+    for message in rule.notes:
+        report.add(NOTE, here, message)
+    return plan
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Special steps named by RULES[...].hooks.
+def hook_faceid(view, plan, report, here):
+    """insightface from the unified FaceID loader's new INSIGHTFACE output; Plus v1/v2 and unnorm from the source."""
+    src = view.source("ipadapter")
+    kind = view.graph.type_of(src[0]) if src else None
+    settings = view.graph.widgets_of(src[0]) if src else {}
+    if kind == "IPAdapterUnifiedLoaderFaceID":
+        preset = str(settings.get("preset", ""))
+        plan.widgets["plus_version"] = "v2 (shortcut)" if preset == "FACEID PLUS V2" else "v1"
+        if "UNNORM" in preset:
+            plan.widgets["embeddings"] = "unnormalized (portrait unnorm)"
+    elif kind == "IPAdapterModelLoader":
+        name = str(settings.get("ipadapter_file", "")).lower()
+        plan.widgets["plus_version"] = "v2 (shortcut)" if "plusv2" in name else "v1"
+        if "unnorm" in name:
+            plan.widgets["embeddings"] = "unnormalized (portrait unnorm)"
+    if "insightface" in view.linked:
+        return
+    if kind == "IPAdapterUnifiedLoaderFaceID" and src[1] == 1:
+        plan.add_links["insightface"] = (src[0], 2)
+        report.add(NOTE, here, f"insightface connected to the INSIGHTFACE output of node {src[0]} (the unified "
+                               "FaceID loader here returns it separately)")
+    else:
+        report.add(LOSSY, here, "insightface is not connected and no unified FaceID loader feeds this node: connect "
+                                "IPAdapter Kit: Load InsightFace to it")
+
+
+def hook_faceidv2_from_weight(view, plan, report, here):
+    """Their non-FaceID apply nodes give FaceID Plus v2 a shortcut weight of twice the weight."""
+    value = plan.widgets["weight"] * 2
+    spec = target_spec(plan.target, "weight_faceidv2")
+    plan.widgets["weight_faceidv2"], problem = checked(spec, value)
+    if problem:
+        report.add(LOSSY, here, f"weight_faceidv2 (twice the weight, as IPAdapter_plus uses): {problem}")
+
+
+def hook_layer_weights(view, plan, report, here):
+    text = str(plan.widgets.get("block_weights") or "")
+    if text.strip() and plan.widgets.get("weight_type") in ("style transfer precise", "composition precise"):
+        report.add(LOSSY, here, f"weight_type {plan.widgets['weight_type']!r} with layer_weights: the layer weights "
+                                "are used, without the 'precise' negative-pass trick")
+
+
+def hook_neg_embed(view, plan, report, here):
+    if "neg_embed" not in view.linked:
+        return
+    plan.input_map["neg_embed"] = None
+    src = view.source("neg_embed")
+    if src and view.graph.type_of(src[0]) == "IPAdapterEncoder" and src[1] == 1:
+        report.add(NOTE, here, "link to neg_embed removed: the embeds carry the encoder's own negative")
+    else:
+        report.add(LOSSY, here, "neg_embed cannot be carried: the embeds input brings its own negative (give "
+                                "IPAdapter Kit: Encode an image_negative instead)")
+
+
+def hook_sharpening(view, plan, report, here):
+    value = plan.widgets.get("sharpening") or 0
+    if value > 0:
+        report.add(NOTE, here, f"sharpening {value}: an unsharp mask here, contrast-adaptive sharpening in "
+                               "IPAdapter_plus (similar, not identical)")
+
+
+HOOK_INPUTS = {"neg_embed": ("neg_embed",)}  # linked inputs a hook decides about
+HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weight,
+         "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+VIRTUAL = ("Reroute", "Note", "MarkdownNote", "PrimitiveNode")
+
+
+def classify(kind, touches_plus):
+    """'rule', 'not_mapped', 'foreign' (unknown node touching IPAdapter_plus objects), or None (left alone)."""
+    if kind in VIRTUAL:
+        return None
+    if kind in RULES:
+        return "rule"
+    if kind in mapping.NOT_MAPPED:
+        return "not_mapped"
+    if kind.startswith("IPAKit"):
+        return None
+    if touches_plus or "ipadapter" in kind.lower() or "ipaadapter" in kind.lower():
+        return "foreign"
+    return None
+
+
+def plan_graph(views, report, label):
+    """Plans for every node of one graph; reports what stays as it is."""
+    plans, others = {}, []
+    for view in views:
+        where = f"{label}node {view.id}"
+        kind = classify(view.type, view.touches_plus)
+        if kind == "rule":
+            if view.problem:
+                report.add(UNMAPPED, f"{where} {view.type}", f"left as it is: {view.problem}")
+            else:
+                plans[view.id] = plan_node(view, report, where)
+        elif kind == "not_mapped":
+            report.add(UNMAPPED, f"{where} {view.type}", f"left as it is: {mapping.NOT_MAPPED[view.type]}")
+        elif kind == "foreign":
+            report.add(UNMAPPED, f"{where} {view.type}", "left as it is: not an IPAdapter_plus node this converter "
+                                                         "knows, and it uses IPAdapter_plus objects, which the "
+                                                         "nodes here do not produce")
+        elif not view.type.startswith("IPAKit") and view.type not in VIRTUAL:
+            others.append(view.type)
+    return plans, others
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# UI format
+def _link_fields(link):
+    if isinstance(link, dict):
+        return (link["id"], link["origin_id"], link["origin_slot"], link["target_id"], link["target_slot"],
+                link.get("type"))
+    return tuple(link[:6])
+
+
+class UIGraph:
+    def __init__(self, graph):
+        self.graph = graph
+        self.nodes = {node["id"]: node for node in graph.get("nodes") or []}
+        self.dict_links = any(isinstance(link, dict) for link in graph.get("links") or [])
+        self.links = {}
+        for link in graph.get("links") or []:
+            fields = _link_fields(link)
+            self.links[fields[0]] = list(fields)
+
+    def type_of(self, node_id):
+        node = self.nodes.get(node_id)
+        return node["type"] if node else None
+
+    def widgets_of(self, node_id):
+        node = self.nodes.get(node_id)
+        if node is None or node["type"] not in SOURCES:
+            return {}
+        values = node.get("widgets_values") or []
+        names = SOURCES[node["type"]]["widgets"]
+        return dict(values) if isinstance(values, dict) else dict(zip(names, values))
+
+    def follow(self, node_id, slot, seen=()):
+        node = self.nodes.get(node_id)
+        if node is None or node["type"] != REROUTE or node_id in seen:
+            return node_id, slot
+        inputs = node.get("inputs") or []
+        link = self.links.get(inputs[0].get("link")) if inputs else None
+        return self.follow(link[1], link[2], (*seen, node_id)) if link else (node_id, slot)
+
+    def view(self, node):
+        kind = node["type"]
+        linked = {}
+        for inp in node.get("inputs") or []:
+            link = self.links.get(inp.get("link"))
+            if link is not None:
+                linked[inp["name"]] = (link[1], link[2])
+        types = {str(x.get("type")) for x in (node.get("inputs") or []) + (node.get("outputs") or [])}
+        widgets, problem = {}, None
+        if kind in SOURCES:
+            names = SOURCES[kind]["widgets"]
+            values = node.get("widgets_values") or []
+            if isinstance(values, dict):
+                widgets = {n: values[n] for n in names if n in values}
+            elif len(values) != len(names):
+                problem = (f"its {len(values)} widget values do not match the {len(names)} widgets "
+                           f"({', '.join(names) or 'none'}) of IPAdapter_plus's current node; saved by another "
+                           "version? Rebuild it by hand")
+            else:
+                widgets = dict(zip(names, values))
+        view = NodeView(self, node["id"], kind, widgets, linked, problem)
+        view.touches_plus = bool(types & mapping.PLUS_TYPES)
+        return view
+
+
+def convert_ui_graph(graph, report, next_link_id, label=""):
+    """Rewrites one UI graph (the workflow or a subgraph definition) in place; returns the next free link id."""
+    ui = UIGraph(graph)
+    views = [ui.view(node) for node in graph.get("nodes") or []]
+    plans, others = plan_graph(views, report, label)
+
+    # Final links: remap both ends, drop what has no counterpart.
+    kept = {}
+    for link_id, (lid, origin, oslot, target, tslot, ltype) in ui.links.items():
+        target_node = ui.nodes.get(target)
+        in_name = None
+        if target_node is not None and tslot is not None and tslot < len(target_node.get("inputs") or []):
+            in_name = target_node["inputs"][tslot]["name"]
+        if target in plans:
+            ours = plans[target].input_map.get(in_name)
+            if ours is None:
+                continue  # reported by the plan
+            in_name = ours
+        if origin in plans:
+            new_slot = plans[origin].output_slot(oslot)
+            if new_slot is None:
+                why = RULES[plans[origin].rule_key].output_notes.get(oslot, "no counterpart")
+                their_name = _output_name(plans[origin].source, oslot)
+                to = f"node {target} ({ui.type_of(target)}) {in_name}"
+                report.add(LOSSY, f"{label}node {origin} {plans[origin].source} -> {plans[origin].target}",
+                           f"link from {their_name} to {to} removed: {why}")
+                continue
+            oslot = new_slot
+            ltype = TARGETS[plans[origin].target]["outputs"][oslot][1]
+        elif target in plans:
+            spec = target_spec(plans[target].target, in_name)
+            ltype = spec["type"] if spec and not spec.get("widget") else ltype
+        kept[link_id] = [lid, origin, oslot, target, in_name if target in plans else tslot, ltype]
+    for target, plan in plans.items():
+        for ours, (origin, oslot) in plan.add_links.items():
+            ltype = TARGETS[plans[origin].target]["outputs"][oslot][1] if origin in plans else "*"
+            kept[next_link_id] = [next_link_id, origin, oslot, target, ours, ltype]
+            next_link_id += 1
+
+    # Rebuild converted nodes' sockets; fix the others' link references.
+    for node in graph.get("nodes") or []:
+        plan = plans.get(node["id"])
+        if plan is None:
+            if node["type"] == REROUTE:  # a reroute carries the type it passes on
+                for slot in (node.get("inputs") or []) + (node.get("outputs") or []):
+                    slot["type"] = mapping.SOCKET_TYPES.get(slot.get("type"), slot.get("type"))
+            for inp in node.get("inputs") or []:
+                if inp.get("link") is not None and inp["link"] not in kept:
+                    inp["link"] = None
+            for out in node.get("outputs") or []:
+                if out.get("links"):
+                    out["links"] = [i for i in out["links"] if i in kept]
+            continue
+        _rewrite_ui_node(node, plan, kept)
+    for link in kept.values():
+        if isinstance(link[4], str):  # target input named: turn into the index in the target's inputs
+            target = ui.nodes[link[3]]
+            link[4] = next(i for i, inp in enumerate(target["inputs"]) if inp["name"] == link[4])
+    graph["links"] = [_link_out(link, ui.dict_links) for _, link in sorted(kept.items())]
+    if others:
+        counted = sorted(set(others))
+        report.add(NOTE, f"{label}graph", f"{len(others)} other node(s) left as they are: {', '.join(counted)}")
+    return next_link_id
+
+
+def _output_name(kind, slot):
+    outputs = SOURCES[kind]["outputs"]
+    return outputs[slot][0] if 0 <= slot < len(outputs) else f"output {slot}"
+
+
+def _link_out(link, as_dict):
+    if as_dict:
+        return {"id": link[0], "origin_id": link[1], "origin_slot": link[2], "target_id": link[3],
+                "target_slot": link[4], "type": link[5]}
+    return list(link)
+
+
+def _rewrite_ui_node(node, plan, kept):
+    target = plan.target
+    incoming = {link[4]: link[0] for link in kept.values() if link[3] == node["id"]}
+    inputs = [{"name": spec["name"], "type": spec["type"], "link": incoming.get(spec["name"])}
+              for spec in target_sockets(target)]
+    for spec in target_widgets(target):
+        if spec["name"] in incoming:
+            inputs.append({"name": spec["name"], "type": spec["type"], "widget": {"name": spec["name"]},
+                           "link": incoming[spec["name"]]})
+    outgoing = {}
+    for link in kept.values():
+        if link[1] == node["id"]:
+            outgoing.setdefault(link[2], []).append(link[0])
+    outputs = [{"name": name, "type": kind, "links": sorted(outgoing.get(slot, [])), "slot_index": slot}
+               for slot, (name, kind) in enumerate(TARGETS[target]["outputs"])]
+    values = []
+    for spec in target_widgets(target):
+        values.append(plan.widgets[spec["name"]])
+        if spec.get("control"):
+            values.append(CONTROL_DEFAULT)
+    node["type"] = target
+    node["inputs"], node["outputs"], node["widgets_values"] = inputs, outputs, values
+    properties = node.setdefault("properties", {})
+    properties["Node name for S&R"] = target
+    if "ipadapter_plus" in str(properties.get("cnr_id", "")).lower():
+        properties.pop("cnr_id", None)
+        properties.pop("ver", None)
+    if node.get("title") in (SOURCES[plan.source]["title"], plan.source):
+        del node["title"]
+
+
+def _max_link_id(workflow):
+    ids = [0, workflow.get("last_link_id") or 0, (workflow.get("state") or {}).get("lastLinkId") or 0]
+    graphs = [workflow] + list((workflow.get("definitions") or {}).get("subgraphs") or [])
+    for graph in graphs:
+        ids += [_link_fields(link)[0] for link in graph.get("links") or []]
+    return max(ids)
+
+
+def convert_ui(workflow, report):
+    next_id = _max_link_id(workflow) + 1
+    next_id = convert_ui_graph(workflow, report, next_id)
+    for sub in (workflow.get("definitions") or {}).get("subgraphs") or []:
+        label = f"subgraph {sub.get('name') or sub.get('id')}: "
+        next_id = convert_ui_graph(sub, report, next_id, label)
+    if "last_link_id" in workflow:
+        workflow["last_link_id"] = max(workflow["last_link_id"] or 0, next_id - 1)
+    if isinstance(workflow.get("state"), dict) and "lastLinkId" in workflow["state"]:
+        workflow["state"]["lastLinkId"] = max(workflow["state"]["lastLinkId"] or 0, next_id - 1)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# API format
+def _is_link(value):
+    return (isinstance(value, list) and len(value) == 2 and isinstance(value[0], (str, int))
+            and isinstance(value[1], int) and not isinstance(value[1], bool))
+
+
+class APIGraph:
+    def __init__(self, prompt):
+        self.prompt = prompt
+
+    def type_of(self, node_id):
+        node = self.prompt.get(str(node_id))
+        return node.get("class_type") if node else None
+
+    def widgets_of(self, node_id):
+        node = self.prompt.get(str(node_id)) or {}
+        return {k: v for k, v in (node.get("inputs") or {}).items() if not _is_link(v)}
+
+    def follow(self, node_id, slot):
+        return str(node_id), slot
+
+    def view(self, node_id, node):
+        inputs = node.get("inputs") or {}
+        kind = node.get("class_type")
+        linked = {k: (str(v[0]), v[1]) for k, v in inputs.items() if _is_link(v)}
+        widgets = {k: v for k, v in inputs.items() if not _is_link(v)}
+        problem = None
+        if kind in SOURCES:
+            unknown = sorted(k for k in widgets if k not in SOURCES[kind]["widgets"])
+            if unknown:
+                problem = (f"inputs {', '.join(unknown)} are not inputs of IPAdapter_plus's current node; saved by "
+                           "another version? Rebuild it by hand")
+        view = NodeView(self, node_id, kind, widgets, linked, problem)
+        view.touches_plus = self._touches_plus(kind, linked)
+        return view
+
+    def _touches_plus(self, kind, linked):
+        for src, slot in linked.values():
+            src_kind = self.type_of(src)
+            if src_kind in SOURCES and slot < len(SOURCES[src_kind]["outputs"]):
+                if SOURCES[src_kind]["outputs"][slot][1] in mapping.PLUS_TYPES:
+                    return True
+        return False
+
+
+def convert_api(prompt, report):
+    graph = APIGraph(prompt)
+    views = [graph.view(node_id, node) for node_id, node in prompt.items()]
+    for node_id, node in prompt.items():  # producers of IPAdapter_plus objects for their nodes count too
+        for name, value in (node.get("inputs") or {}).items():
+            kind = node.get("class_type")
+            if _is_link(value) and kind in SOURCES and SOURCES[kind]["sockets"].get(name) in mapping.PLUS_TYPES:
+                for view in views:
+                    if view.id == str(value[0]):
+                        view.touches_plus = True
+    plans, others = plan_graph(views, report, "")
+    for node_id, node in prompt.items():
+        plan = plans.get(node_id)
+        inputs = node.get("inputs") or {}
+        new_inputs = {} if plan else dict(inputs)
+        if plan:
+            new_inputs.update(plan.widgets)
+        for name, value in inputs.items():
+            if not _is_link(value):
+                continue
+            ours = name
+            if plan:
+                ours = plan.input_map.get(name)
+                if ours is None:
+                    continue
+            src, slot = str(value[0]), value[1]
+            if src in plans:
+                slot = plans[src].output_slot(slot)
+                if slot is None:
+                    why = RULES[plans[src].rule_key].output_notes.get(value[1], "no counterpart")
+                    their_name = _output_name(plans[src].source, value[1])
+                    report.add(LOSSY, f"node {src} {plans[src].source} -> {plans[src].target}",
+                               f"link from {their_name} to node {node_id} ({node.get('class_type')}) {name} "
+                               f"removed: {why}")
+                    if not plan:
+                        new_inputs.pop(name, None)
+                    continue
+            new_inputs[ours] = [value[0], slot]
+        if plan:
+            for ours, (src, slot) in plan.add_links.items():
+                new_inputs[ours] = [src, slot]
+            node["class_type"] = plan.target
+            meta = node.get("_meta")
+            if isinstance(meta, dict) and meta.get("title") in (SOURCES[plan.source]["title"], plan.source):
+                meta["title"] = TARGETS[plan.target]["title"]
+        node["inputs"] = new_inputs
+    if others:
+        report.add(NOTE, "graph", f"{len(others)} other node(s) left as they are: {', '.join(sorted(set(others)))}")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+def is_api(workflow):
+    return isinstance(workflow, dict) and "nodes" not in workflow and bool(workflow) and all(
+        isinstance(v, dict) and "class_type" in v for v in workflow.values())
+
+
+def convert(workflow):
+    """Conversion of a UI-format workflow or an API-format prompt (the input is not modified)."""
+    if not isinstance(workflow, dict) or not (is_api(workflow) or isinstance(workflow.get("nodes"), list)):
+        raise ValueError("not a ComfyUI workflow: expected a UI workflow (with 'nodes' and 'links') or an API "
+                         "prompt ({id: {class_type, inputs}})")
+    workflow = copy.deepcopy(workflow)
+    report = Report()
+    if is_api(workflow):
+        convert_api(workflow, report)
+    else:
+        convert_ui(workflow, report)
+    mapped = sum(1 for line in report.lines if line.startswith("mapped:"))
+    unmapped, lossy = report.counts[UNMAPPED], report.counts[LOSSY]
+    if not mapped and not unmapped:
+        report.lines.append("note: no IPAdapter_plus node found; nothing to convert")
+    else:
+        report.lines.append(f"summary: {mapped} node(s) converted, {unmapped} left as they are, "
+                            f"{lossy} lossy change(s)")
+    return Conversion(workflow=workflow, report=report.lines, unmapped=unmapped, lossy=lossy)
+
+
+def convert_file(src, dst):
+    """Reads src, writes the converted workflow to dst; returns the Conversion."""
+    with open(src, encoding="utf-8") as f:
+        workflow = json.load(f)
+    result = convert(workflow)
+    with open(dst, "w", encoding="utf-8") as f:
+        json.dump(result.workflow, f, indent=2, ensure_ascii=False)
+        f.write("\n")
+    return result

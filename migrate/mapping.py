@@ -1,0 +1,501 @@
+"""The data of the converter: IPAdapter_plus's node layouts, this pack's node layouts, and the rules between them.
+
+SOURCES describes ComfyUI_IPAdapter_plus (v2) nodes as its INPUT_TYPES declare them: socket inputs, widgets in
+widgets_values order, outputs by slot. TARGETS describes this pack's nodes as /object_info reports them (a test
+compares them with the live server, so they cannot drift). RULES says, per IPAdapter_plus node type, which node of
+this pack replaces it and how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS
+entry of a new node).
+"""
+from dataclasses import dataclass, field
+
+# ---------------------------------------------------------------------------------------------------------------
+# Socket types. Theirs -> ours: the objects differ, so the type names do too.
+IPADAPTER, EMBEDS = "IPADAPTER_KIT", "IPADAPTER_KIT_EMBEDS"
+PARAMS, INSIGHTFACE = "IPADAPTER_KIT_PARAMS", "INSIGHTFACE_KIT"
+SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE}
+# Types only IPAdapter_plus objects travel on: a node we do not know that touches one is reported.
+PLUS_TYPES = frozenset(SOCKET_TYPES) | {"WEIGHTS_STRATEGY"}
+
+WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
+                "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
+                "style and composition", "style transfer precise", "composition precise")
+COMBINE = ("concat", "add", "subtract", "average", "norm average", "separate")
+SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
+UNIFIED_PRESETS = ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
+                   "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)")
+FACEID_PRESETS = ("FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
+                  "FACEID PORTRAIT UNNORM - SDXL only (strong)")
+PROVIDERS = ("CPU", "CUDA", "ROCm", "CoreML")  # all this pack knows; the server lists those onnxruntime offers
+LORA_SOURCES = ("auto (file in models/loras, else embedded)", "file in models/loras", "embedded in the adapter", "none")
+PLUS_VERSIONS = ("v2 (shortcut)", "v1")
+EMBEDDINGS = ("normalized", "unnormalized (portrait unnorm)")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "area", "lanczos (antialiased bicubic)")
+CROP_POSITIONS = ("center", "top", "bottom", "left", "right", "pad")
+NOISE_TYPES = ("fade", "dissolve", "gaussian", "shuffle")
+TILE_MODES = ("tiles with masks", "enhance whole image")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Input specs, one dict per input in the server's input order (required first, then optional).
+def sock(name, kind, optional=False):
+    return {"name": name, "type": kind, "optional": optional}
+
+
+def num(name, kind, default, low, high, optional=False, control=False):
+    """A FLOAT or INT widget; control: the frontend adds a control_after_generate value after it."""
+    return {"name": name, "type": kind, "widget": True, "default": default, "min": low, "max": high,
+            "optional": optional, "control": control}
+
+
+def combo(name, options, default=None, optional=False, dynamic=False):
+    """A COMBO widget; dynamic: the server lists files or devices, so options here are only what is known."""
+    return {"name": name, "type": "COMBO", "widget": True, "options": tuple(options),
+            "default": (options[0] if options else None) if default is None else default, "optional": optional,
+            "dynamic": dynamic}
+
+
+def text(name, default="", optional=False, multiline=False):
+    return {"name": name, "type": "STRING", "widget": True, "default": default, "optional": optional,
+            "multiline": multiline}
+
+
+def flag(name, default=False, optional=False):
+    return {"name": name, "type": "BOOLEAN", "widget": True, "default": default, "optional": optional}
+
+
+def weight(name="weight", high=5.0):
+    return num(name, "FLOAT", 1.0, -1.0, high)
+
+
+def schedule():
+    return [num("start_at", "FLOAT", 0.0, 0.0, 1.0), num("end_at", "FLOAT", 1.0, 0.0, 1.0)]
+
+
+def node(title, inputs, outputs):
+    """outputs: [(name, type)] by slot."""
+    return {"title": title, "inputs": list(inputs), "outputs": [tuple(o) for o in outputs]}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# This pack's nodes (what the converter writes). Checked against /object_info by tests/test_migrate.py.
+TARGETS = {
+    "IPAKitModelLoader": node("IPAdapter Kit: Load IP-Adapter", [combo("ipadapter_file", (), dynamic=True)],
+                              [("IPADAPTER", IPADAPTER)]),
+    "IPAKitUnifiedLoader": node(
+        "IPAdapter Kit: Unified Loader",
+        [sock("model", "MODEL"), combo("preset", UNIFIED_PRESETS, "STANDARD (medium strength)")],
+        [("MODEL", "MODEL"), ("IPADAPTER", IPADAPTER), ("CLIP_VISION", "CLIP_VISION")]),
+    "IPAKitEncode": node(
+        "IPAdapter Kit: Encode",
+        [sock("ipadapter", IPADAPTER), sock("image", "IMAGE"), weight(high=3.0),
+         sock("image_negative", "IMAGE", True), sock("mask", "MASK", True), sock("clip_vision", "CLIP_VISION", True)],
+        [("embeds", EMBEDS)]),
+    "IPAKitApply": node(
+        "IPAdapter Kit: Apply",
+        [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), sock("image", "IMAGE"), weight(),
+         combo("weight_type", WEIGHT_TYPES), *schedule(), sock("clip_vision", "CLIP_VISION", True)],
+        [("MODEL", "MODEL")]),
+    "IPAKitApplyAdvanced": node(
+        "IPAdapter Kit: Apply (advanced)",
+        [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), weight(), combo("weight_type", WEIGHT_TYPES),
+         *schedule(), weight("weight_composition"), combo("combine_embeds", COMBINE), combo("embeds_scaling", SCALING),
+         text("reference_weights", optional=True), text("block_weights", optional=True, multiline=True),
+         flag("unfold_batch", optional=True), sock("image", "IMAGE", True), sock("embeds", EMBEDS, True),
+         sock("image_negative", "IMAGE", True), sock("attn_mask", "MASK", True),
+         sock("clip_vision", "CLIP_VISION", True)],
+        [("MODEL", "MODEL")]),
+    "IPAKitInsightFaceLoader": node(
+        "IPAdapter Kit: Load InsightFace",
+        [combo("pack", (), dynamic=True), combo("provider", PROVIDERS, dynamic=True),
+         num("det_size", "INT", 640, 160, 1280)],
+        [("insightface", INSIGHTFACE)]),
+    "IPAKitUnifiedFaceIDLoader": node(
+        "IPAdapter Kit: Unified FaceID Loader",
+        [sock("model", "MODEL"), combo("preset", FACEID_PRESETS, "FACEID PLUS V2"),
+         num("lora_strength", "FLOAT", 0.6, -2.0, 2.0), combo("lora_source", LORA_SOURCES),
+         combo("provider", PROVIDERS, dynamic=True), num("det_size", "INT", 640, 160, 1280)],
+        [("MODEL", "MODEL"), ("IPADAPTER", IPADAPTER), ("INSIGHTFACE", INSIGHTFACE), ("CLIP_VISION", "CLIP_VISION")]),
+    "IPAKitApplyFaceID": node(
+        "IPAdapter Kit: Apply FaceID",
+        [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), sock("insightface", INSIGHTFACE),
+         sock("image", "IMAGE"), weight(), combo("weight_type", WEIGHT_TYPES), *schedule(),
+         weight("weight_faceidv2"), combo("plus_version", PLUS_VERSIONS), combo("embeddings", EMBEDDINGS),
+         combo("combine_embeds", COMBINE), combo("embeds_scaling", SCALING), flag("skip_no_face"),
+         text("reference_weights", optional=True), text("block_weights", optional=True, multiline=True),
+         sock("clip_vision", "CLIP_VISION", True), sock("attn_mask", "MASK", True)],
+        [("MODEL", "MODEL"), ("face_crops", "IMAGE")]),
+    "IPAKitCombineEmbeds": node(
+        "IPAdapter Kit: Combine Embeds",
+        [sock("embed1", EMBEDS), combo("method", COMBINE), *[sock(f"embed{i}", EMBEDS, True) for i in range(2, 6)]],
+        [("embeds", EMBEDS)]),
+    "IPAKitSaveEmbeds": node("IPAdapter Kit: Save Embeds",
+                             [sock("embeds", EMBEDS), text("filename_prefix", "ipadapter_embeds")],
+                             [("path", "STRING")]),
+    "IPAKitLoadEmbeds": node("IPAdapter Kit: Load Embeds", [combo("embeds_file", (), dynamic=True)],
+                             [("embeds", EMBEDS)]),
+    "IPAKitPrepImage": node(
+        "IPAdapter Kit: Prep Image For CLIP Vision",
+        [sock("image", "IMAGE"), combo("interpolation", INTERPOLATIONS, "lanczos (antialiased bicubic)"),
+         combo("crop_position", CROP_POSITIONS), num("sharpening", "FLOAT", 0.0, 0.0, 1.0),
+         num("size", "INT", 224, 64, 1024)],
+        [("IMAGE", "IMAGE")]),
+    "IPAKitNoiseImage": node(
+        "IPAdapter Kit: Noise Negative",
+        [combo("type", NOISE_TYPES), num("strength", "FLOAT", 0.5, 0.0, 1.0),
+         num("seed", "INT", 0, 0, 2**31 - 1, control=True), sock("image", "IMAGE", True)],
+        [("IMAGE", "IMAGE")]),
+    "IPAKitStyleComposition": node(
+        "IPAdapter Kit: Style & Composition",
+        [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), sock("image_style", "IMAGE"),
+         sock("image_composition", "IMAGE"), weight("weight_style"), weight("weight_composition"),
+         flag("expand_style"), combo("combine_embeds", COMBINE, "average"), *schedule(),
+         combo("embeds_scaling", SCALING), sock("image_negative", "IMAGE", True), sock("attn_mask", "MASK", True),
+         sock("clip_vision", "CLIP_VISION", True)],
+        [("MODEL", "MODEL")]),
+    "IPAKitApplyTiled": node(
+        "IPAdapter Kit: Apply Tiled",
+        [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), sock("image", "IMAGE"), weight(),
+         combo("weight_type", WEIGHT_TYPES), combo("mode", TILE_MODES), num("overlap", "FLOAT", 0.15, 0.0, 0.9),
+         num("enhance_ratio", "FLOAT", 0.5, 0.0, 2.0), *schedule(), combo("embeds_scaling", SCALING),
+         sock("image_negative", "IMAGE", True), sock("clip_vision", "CLIP_VISION", True)],
+        [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+    "IPAKitRegionalConditioning": node(
+        "IPAdapter Kit: Regional Conditioning",
+        [sock("image", "IMAGE"), weight("image_weight"), num("prompt_weight", "FLOAT", 1.0, 0.0, 10.0),
+         combo("weight_type", WEIGHT_TYPES), *schedule(), sock("mask", "MASK", True),
+         sock("positive", "CONDITIONING", True), sock("negative", "CONDITIONING", True)],
+        [("IPADAPTER_PARAMS", PARAMS), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    "IPAKitCombineParams": node(
+        "IPAdapter Kit: Combine Params",
+        [sock("params_1", PARAMS), sock("params_2", PARAMS), *[sock(f"params_{i}", PARAMS, True) for i in (3, 4, 5)]],
+        [("IPADAPTER_PARAMS", PARAMS)]),
+    "IPAKitApplyRegions": node(
+        "IPAdapter Kit: Apply Regions",
+        [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), sock("ipadapter_params", PARAMS),
+         combo("combine_embeds", COMBINE), combo("embeds_scaling", SCALING), sock("image_negative", "IMAGE", True),
+         sock("clip_vision", "CLIP_VISION", True)],
+        [("MODEL", "MODEL")]),
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# IPAdapter_plus v2 nodes (what the converter reads): sockets and widgets in the order of their INPUT_TYPES.
+def theirs(title, sockets, widgets, outputs):
+    """sockets: [(name, type)]; widgets: names in widgets_values order; outputs: [(name, type)] by slot."""
+    return {"title": title, "sockets": dict(sockets), "widgets": tuple(widgets), "outputs": [tuple(o) for o in outputs]}
+
+
+_APPLY_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image", "IMAGE"), ("image_negative", "IMAGE"),
+                  ("attn_mask", "MASK"), ("clip_vision", "CLIP_VISION")]
+_FACE_SOCKETS = _APPLY_SOCKETS + [("insightface", "INSIGHTFACE")]
+_SC_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image_style", "IMAGE"),
+               ("image_composition", "IMAGE"), ("image_negative", "IMAGE"), ("attn_mask", "MASK"),
+               ("clip_vision", "CLIP_VISION")]
+_EMBEDS_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS"),
+                   ("attn_mask", "MASK"), ("clip_vision", "CLIP_VISION")]
+_MODEL = [("MODEL", "MODEL")]
+_LOADER_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER")]
+
+SOURCES = {
+    "IPAdapter": theirs("IPAdapter", [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image", "IMAGE"),
+                                      ("attn_mask", "MASK")],
+                        ["weight", "start_at", "end_at", "weight_type"], _MODEL),
+    "IPAdapterAdvanced": theirs("IPAdapter Advanced", _APPLY_SOCKETS,
+                                ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "embeds_scaling"],
+                                _MODEL),
+    "IPAdapterBatch": theirs("IPAdapter Batch (Adv.)", _APPLY_SOCKETS,
+                             ["weight", "weight_type", "start_at", "end_at", "embeds_scaling", "encode_batch_size"],
+                             _MODEL),
+    "IPAdapterFaceID": theirs("IPAdapter FaceID", _FACE_SOCKETS,
+                              ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at",
+                               "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
+    "IPAAdapterFaceIDBatch": theirs("IPAdapter FaceID Batch", _FACE_SOCKETS,
+                                    ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at",
+                                     "end_at", "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
+    "IPAdapterTiled": theirs("IPAdapter Tiled", _APPLY_SOCKETS,
+                             ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening",
+                              "embeds_scaling"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+    "IPAdapterTiledBatch": theirs("IPAdapter Tiled Batch", _APPLY_SOCKETS,
+                                  ["weight", "weight_type", "start_at", "end_at", "sharpening", "embeds_scaling",
+                                   "encode_batch_size"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+    "IPAdapterEmbeds": theirs("IPAdapter Embeds", _EMBEDS_SOCKETS,
+                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL),
+    "IPAdapterEmbedsBatch": theirs("IPAdapter Embeds Batch", _EMBEDS_SOCKETS,
+                                   ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL),
+    "IPAdapterStyleComposition": theirs("IPAdapter Style & Composition SDXL", _SC_SOCKETS,
+                                        ["weight_style", "weight_composition", "expand_style", "combine_embeds",
+                                         "start_at", "end_at", "embeds_scaling"], _MODEL),
+    "IPAdapterStyleCompositionBatch": theirs("IPAdapter Style & Composition Batch SDXL", _SC_SOCKETS,
+                                             ["weight_style", "weight_composition", "expand_style", "start_at",
+                                              "end_at", "embeds_scaling"], _MODEL),
+    "IPAdapterMS": theirs("IPAdapter Mad Scientist", _FACE_SOCKETS,
+                          ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at",
+                           "embeds_scaling", "layer_weights"], _MODEL),
+    "IPAdapterClipVisionEnhancer": theirs("IPAdapter ClipVision Enhancer", _APPLY_SOCKETS,
+                                          ["weight", "weight_type", "combine_embeds", "start_at", "end_at",
+                                           "embeds_scaling", "enhance_tiles", "enhance_ratio"], _MODEL),
+    "IPAdapterClipVisionEnhancerBatch": theirs("IPAdapter ClipVision Enhancer Batch", _APPLY_SOCKETS,
+                                               ["weight", "weight_type", "start_at", "end_at", "embeds_scaling",
+                                                "enhance_tiles", "enhance_ratio", "encode_batch_size"], _MODEL),
+    "IPAdapterFromParams": theirs("IPAdapter from Params",
+                                  [("model", "MODEL"), ("ipadapter", "IPADAPTER"),
+                                   ("ipadapter_params", "IPADAPTER_PARAMS"), ("image_negative", "IMAGE"),
+                                   ("clip_vision", "CLIP_VISION")], ["combine_embeds", "embeds_scaling"], _MODEL),
+    "IPAdapterPreciseStyleTransfer": theirs("IPAdapter Precise Style Transfer", _APPLY_SOCKETS,
+                                            ["weight", "style_boost", "combine_embeds", "start_at", "end_at",
+                                             "embeds_scaling"], _MODEL),
+    "IPAdapterPreciseStyleTransferBatch": theirs("IPAdapter Precise Style Transfer Batch", _APPLY_SOCKETS,
+                                                 ["weight", "style_boost", "combine_embeds", "start_at", "end_at",
+                                                  "embeds_scaling"], _MODEL),
+    "IPAdapterPreciseComposition": theirs("IPAdapter Precise Composition", _APPLY_SOCKETS,
+                                          ["weight", "composition_boost", "combine_embeds", "start_at", "end_at",
+                                           "embeds_scaling"], _MODEL),
+    "IPAdapterPreciseCompositionBatch": theirs("IPAdapter Precise Composition Batch", _APPLY_SOCKETS,
+                                               ["weight", "composition_boost", "combine_embeds", "start_at",
+                                                "end_at", "embeds_scaling"], _MODEL),
+    "IPAdapterUnifiedLoader": theirs("IPAdapter Unified Loader", _LOADER_SOCKETS, ["preset"],
+                                     [("model", "MODEL"), ("ipadapter", "IPADAPTER")]),
+    "IPAdapterUnifiedLoaderFaceID": theirs("IPAdapter Unified Loader FaceID", _LOADER_SOCKETS,
+                                           ["preset", "lora_strength", "provider"],
+                                           [("MODEL", "MODEL"), ("ipadapter", "IPADAPTER")]),
+    "IPAdapterUnifiedLoaderCommunity": theirs("IPAdapter Unified Loader Community", _LOADER_SOCKETS, ["preset"],
+                                              [("model", "MODEL"), ("ipadapter", "IPADAPTER")]),
+    "IPAdapterModelLoader": theirs("IPAdapter Model Loader", [], ["ipadapter_file"], [("IPADAPTER", "IPADAPTER")]),
+    "IPAdapterInsightFaceLoader": theirs("IPAdapter InsightFace Loader", [], ["provider", "model_name"],
+                                         [("INSIGHTFACE", "INSIGHTFACE")]),
+    "IPAdapterEncoder": theirs("IPAdapter Encoder",
+                               [("ipadapter", "IPADAPTER"), ("image", "IMAGE"), ("mask", "MASK"),
+                                ("clip_vision", "CLIP_VISION")], ["weight"],
+                               [("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS")]),
+    "IPAdapterCombineEmbeds": theirs("IPAdapter Combine Embeds",
+                                     [(f"embed{i}", "EMBEDS") for i in range(1, 6)], ["method"],
+                                     [("EMBEDS", "EMBEDS")]),
+    "IPAdapterNoise": theirs("IPAdapter Noise", [("image_optional", "IMAGE")], ["type", "strength", "blur"],
+                             [("IMAGE", "IMAGE")]),
+    "PrepImageForClipVision": theirs("Prep Image For ClipVision", [("image", "IMAGE")],
+                                     ["interpolation", "crop_position", "sharpening"], [("IMAGE", "IMAGE")]),
+    "IPAdapterSaveEmbeds": theirs("IPAdapter Save Embeds", [("embeds", "EMBEDS")], ["filename_prefix"], []),
+    "IPAdapterLoadEmbeds": theirs("IPAdapter Load Embeds", [], ["embeds"], [("EMBEDS", "EMBEDS")]),
+    "IPAdapterRegionalConditioning": theirs(
+        "IPAdapter Regional Conditioning",
+        [("image", "IMAGE"), ("mask", "MASK"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")],
+        ["image_weight", "prompt_weight", "weight_type", "start_at", "end_at"],
+        [("IPADAPTER_PARAMS", "IPADAPTER_PARAMS"), ("POSITIVE", "CONDITIONING"), ("NEGATIVE", "CONDITIONING")]),
+    "IPAdapterCombineParams": theirs("IPAdapter Combine Params",
+                                     [(f"params_{i}", "IPADAPTER_PARAMS") for i in range(1, 6)], [],
+                                     [("IPADAPTER_PARAMS", "IPADAPTER_PARAMS")]),
+    "IPAdapterWeights": theirs(
+        "IPAdapter Weights", [("image", "IMAGE")],
+        ["weights", "timing", "frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames",
+         "method"],
+        [("weights", "FLOAT"), ("weights_invert", "FLOAT"), ("total_frames", "INT"), ("image_1", "IMAGE"),
+         ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")]),
+}
+
+# IPAdapter_plus nodes with no counterpart here (yet): left as they are and reported with the reason.
+NOT_MAPPED = {
+    "IPAdapterUnifiedLoaderCommunity": "its presets (Composition, Kolors) are not unified-loader presets here; use "
+                                       "IPAdapter Kit: Load IP-Adapter with the file (ip_plus_composition_*, "
+                                       "Kolors-IP-Adapter-Plus) and a Load CLIP Vision node",
+    "IPAdapterFaceIDKolors": "Kolors FaceID is not supported by this pack",
+    "IPAdapterWeights": "per-frame weight schedules have no node in this pack yet",
+    "IPAdapterWeightsFromStrategy": "per-frame weight schedules have no node in this pack yet",
+    "IPAdapterCombineWeights": "per-frame weight lists have no node in this pack yet",
+    "IPAdapterPromptScheduleFromWeightsStrategy": "per-frame weight schedules have no node in this pack yet",
+    # IPAdapter_plus v1 (before its v2 rewrite): IPAdapter_plus itself no longer loads these.
+    "IPAdapterApply": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply (advanced)",
+    "IPAdapterApplyFaceID": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
+                            "FaceID",
+    "IPAdapterApplyEncoded": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
+                             "(advanced) and its embeds input",
+    "IPAdapterBatchEmbeds": "an IPAdapter_plus v1 node (replaced in its v2): use IPAdapter Kit: Combine Embeds",
+    "InsightFaceLoader": "an IPAdapter_plus v1 node (replaced in its v2): use IPAdapter Kit: Load InsightFace",
+    "PrepImageForInsightFace": "an IPAdapter_plus v1 node (replaced in its v2): IPAdapter Kit: Apply FaceID crops "
+                               "faces itself",
+}
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Value translations: value -> (new value, None) or (new value, (level, message)).
+LOSSY, NOTE = "lossy", "note"
+
+
+def simple_weight_type(value):
+    """The simple IPAdapter node's three choices, as its apply function reads them."""
+    if str(value).startswith("style"):
+        return "style transfer", None
+    if value == "prompt is more important":
+        return "ease out", None
+    return "linear", None
+
+
+PLUS_INTERPOLATION = {"LANCZOS": "lanczos (antialiased bicubic)", "BICUBIC": "bicubic", "BILINEAR": "bilinear",
+                      "NEAREST": "nearest", "BOX": "area"}
+
+
+def interpolation(value):
+    if value in PLUS_INTERPOLATION:
+        new = PLUS_INTERPOLATION[value]
+        if value in ("BICUBIC", "BILINEAR"):
+            return new, (NOTE, f"interpolation {value}: PIL antialiases when shrinking, '{new}' here does not; "
+                               "'lanczos (antialiased bicubic)' is the closest to it")
+        return new, None
+    return "bilinear", (LOSSY, f"interpolation {value!r} has no counterpart; 'bilinear' is used")
+
+
+PLUS_PROVIDERS = {"CPU": "CPU", "CUDA": "CUDA", "ROCM": "ROCm", "CoreML": "CoreML"}
+
+
+def provider(value):
+    if value in PLUS_PROVIDERS:
+        new = PLUS_PROVIDERS[value]
+        if new != "CPU":
+            return new, (NOTE, f"provider {new}: only offered when the installed onnxruntime has it")
+        return new, None
+    return "CPU", (LOSSY, f"provider {value!r} is not offered by this pack; CPU is used")
+
+
+def combine_method(value):
+    if value in COMBINE:
+        return value, None
+    return "average", (LOSSY, f"method {value!r} is not available here; 'average' is used")
+
+
+def embeds_file(value):
+    name = str(value)
+    stem = name[:-len(".ipadpt")] if name.endswith(".ipadpt") else name.rsplit(".", 1)[0]
+    return stem + ".safetensors", (LOSSY, f"{name} is a pickled IPAdapter_plus embeds file, which this pack never "
+                                          "loads: encode the reference again and save it with IPAdapter Kit: Save "
+                                          f"Embeds, then move the .safetensors file into the input folder "
+                                          f"(the widget now names {stem}.safetensors)")
+
+
+# ---------------------------------------------------------------------------------------------------------------
+ANY = object()  # a dropped widget whose value never changes the result
+
+
+@dataclass
+class Rule:
+    """How one IPAdapter_plus node type becomes one node of this pack.
+
+    rename: their input/widget name -> ours (names not listed keep their name).
+    drop: their name -> (harmless values, why it is dropped). A widget whose value is not harmless is reported as
+        lossy (ANY: never). A linked socket is reported as a note with ANY, else as lossy; unlinked sockets are
+        harmless (None in the tuple says so).
+    fixed: our widget -> value set whatever theirs was.
+    values: our widget -> translation function (see above).
+    outputs: their output slot -> our slot, or None (dropped; why in output_notes). Default: the same slot.
+    lossy / notes: always reported. hooks: names of special steps in convert.py (FaceID wiring, ...).
+    variants: [(condition name, key of another rule)]: the first condition that holds picks that rule instead.
+    """
+
+    target: str
+    rename: dict = field(default_factory=dict)
+    drop: dict = field(default_factory=dict)
+    fixed: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    outputs: dict = field(default_factory=dict)
+    output_notes: dict = field(default_factory=dict)
+    lossy: tuple = ()
+    notes: tuple = ()
+    hooks: tuple = ()
+    variants: tuple = ()
+
+
+NO_UNFOLD = "it unfolds the batch (reference i on frame i); this node applies every reference to every frame"
+ENCODE_BATCH = {"encode_batch_size": ((ANY,), "encode_batch_size only splits the CLIP encoding for memory")}
+FACEID_VARIANT = ("faceid_adapter", "faceid")
+PIPELINE_INPUT = {"ipadapter": ((None, ANY), "the pipeline input is not needed: loaders here share loaded files")}
+
+RULES = {
+    "IPAdapterModelLoader": Rule("IPAKitModelLoader"),
+    "IPAdapterUnifiedLoader": Rule("IPAKitUnifiedLoader", drop=PIPELINE_INPUT),
+    "IPAdapterUnifiedLoaderFaceID": Rule(
+        "IPAKitUnifiedFaceIDLoader", drop=PIPELINE_INPUT, values={"provider": provider},
+        fixed={"lora_source": LORA_SOURCES[0]}),
+    "IPAdapterInsightFaceLoader": Rule("IPAKitInsightFaceLoader", rename={"model_name": "pack"},
+                                       values={"provider": provider}),
+    "IPAdapter": Rule("IPAKitApply", values={"weight_type": simple_weight_type},
+                      variants=(FACEID_VARIANT, ("attn_mask_linked", "IPAdapter+mask"))),
+    "IPAdapter+mask": Rule("IPAKitApplyAdvanced", values={"weight_type": simple_weight_type}),
+    "IPAdapter@faceid": Rule("IPAKitApplyFaceID", values={"weight_type": simple_weight_type},
+                             hooks=("faceid", "faceidv2_from_weight")),
+    "IPAdapterAdvanced": Rule("IPAKitApplyAdvanced", variants=(FACEID_VARIANT,)),
+    "IPAdapterAdvanced@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"),
+                                     drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+    "IPAdapterBatch": Rule("IPAKitApplyAdvanced", fixed={"unfold_batch": True}, drop=ENCODE_BATCH,
+                           variants=(FACEID_VARIANT,)),
+    "IPAdapterBatch@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"), lossy=(NO_UNFOLD,),
+                                  drop={**ENCODE_BATCH,
+                                        "image_negative": ((None,), "the FaceID node takes no negative image")}),
+    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid",),
+                            drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+    "IPAAdapterFaceIDBatch": Rule("IPAKitApplyFaceID", hooks=("faceid",), lossy=(NO_UNFOLD,),
+                                  drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+    "IPAdapterMS": Rule("IPAKitApplyAdvanced", rename={"layer_weights": "block_weights"}, hooks=("layer_weights",),
+                        drop={"weight_faceidv2": ((ANY,), "only FaceID Plus v2 adapters use it"),
+                              "insightface": ((None,), "only FaceID adapters use it")},
+                        variants=(FACEID_VARIANT,)),
+    "IPAdapterMS@faceid": Rule("IPAKitApplyFaceID", rename={"layer_weights": "block_weights"},
+                               hooks=("faceid", "layer_weights"),
+                               drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+    "IPAdapterPreciseStyleTransfer": Rule(
+        "IPAKitApplyAdvanced", rename={"style_boost": "weight_composition"},
+        fixed={"weight_type": "style transfer precise"}),
+    "IPAdapterPreciseStyleTransferBatch": Rule(
+        "IPAKitApplyAdvanced", rename={"style_boost": "weight_composition"},
+        fixed={"weight_type": "style transfer precise", "unfold_batch": True}),
+    # Theirs: the composition blocks take `weight`, every other block `composition_boost`; ours: the composition
+    # blocks take weight_composition and the others `weight`.
+    "IPAdapterPreciseComposition": Rule(
+        "IPAKitApplyAdvanced", rename={"weight": "weight_composition", "composition_boost": "weight"},
+        fixed={"weight_type": "composition precise"}),
+    "IPAdapterPreciseCompositionBatch": Rule(
+        "IPAKitApplyAdvanced", rename={"weight": "weight_composition", "composition_boost": "weight"},
+        fixed={"weight_type": "composition precise", "unfold_batch": True}),
+    "IPAdapterStyleComposition": Rule("IPAKitStyleComposition"),
+    "IPAdapterStyleCompositionBatch": Rule("IPAKitStyleComposition", fixed={"combine_embeds": "concat"},
+                                           lossy=(NO_UNFOLD,)),
+    "IPAdapterTiled": Rule(
+        "IPAKitApplyTiled", fixed={"mode": TILE_MODES[0]},
+        drop={"combine_embeds": (("concat",), "each tile is one reference here"),
+              "sharpening": ((0, 0.0), "sharpen the reference with IPAdapter Kit: Prep Image For CLIP Vision first"),
+              "attn_mask": ((None,), "the tiles' own masks are used")},
+        notes=("tiles are cut differently: square tiles along the long side (overlap 0.15), each acting on its "
+               "part of the picture",)),
+    "IPAdapterTiledBatch": Rule(
+        "IPAKitApplyTiled", fixed={"mode": TILE_MODES[0]}, lossy=(NO_UNFOLD,),
+        drop={**ENCODE_BATCH,
+              "sharpening": ((0, 0.0), "sharpen the reference with IPAdapter Kit: Prep Image For CLIP Vision first"),
+              "attn_mask": ((None,), "the tiles' own masks are used")}),
+    "IPAdapterClipVisionEnhancer": Rule(
+        "IPAKitApplyTiled", fixed={"mode": TILE_MODES[1]},
+        drop={"combine_embeds": (("concat",), "the whole image and its tiles make one reference here"),
+              "enhance_tiles": ((), "the tiles follow the image's long side here, not an N x N grid"),
+              "attn_mask": ((None,), "the tiled node takes no attention mask")}),
+    "IPAdapterClipVisionEnhancerBatch": Rule(
+        "IPAKitApplyTiled", fixed={"mode": TILE_MODES[1]}, lossy=(NO_UNFOLD,),
+        drop={**ENCODE_BATCH,
+              "enhance_tiles": ((), "the tiles follow the image's long side here, not an N x N grid"),
+              "attn_mask": ((None,), "the tiled node takes no attention mask")}),
+    "IPAdapterEncoder": Rule("IPAKitEncode", outputs={0: 0, 1: None},
+                             output_notes={1: "the embeds output here carries its own negative (the same zero / "
+                                              "black-image negative IPAdapter_plus's encoder gives)"}),
+    "IPAdapterEmbeds": Rule("IPAKitApplyAdvanced", rename={"pos_embed": "embeds"}, hooks=("neg_embed",)),
+    "IPAdapterEmbedsBatch": Rule("IPAKitApplyAdvanced", rename={"pos_embed": "embeds"}, hooks=("neg_embed",),
+                                 fixed={"unfold_batch": True}),
+    "IPAdapterCombineEmbeds": Rule("IPAKitCombineEmbeds", values={"method": combine_method}),
+    "IPAdapterSaveEmbeds": Rule("IPAKitSaveEmbeds",
+                                notes=("embeds are saved as .safetensors (not IPAdapter_plus's pickled .ipadpt)",)),
+    "IPAdapterLoadEmbeds": Rule("IPAKitLoadEmbeds", rename={"embeds": "embeds_file"},
+                                values={"embeds_file": embeds_file}),
+    "PrepImageForClipVision": Rule(
+        "IPAKitPrepImage", values={"interpolation": interpolation}, hooks=("sharpening",)),
+    "IPAdapterNoise": Rule(
+        "IPAKitNoiseImage", rename={"image_optional": "image"},
+        drop={"blur": ((0,), "blur the noise image with an image blur node instead")},
+        notes=("the noise is drawn differently (same type and strength, other pixels; seeded by 'seed')",)),
+    "IPAdapterRegionalConditioning": Rule("IPAKitRegionalConditioning"),
+    "IPAdapterCombineParams": Rule("IPAKitCombineParams"),
+    "IPAdapterFromParams": Rule("IPAKitApplyRegions"),
+}
