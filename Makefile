@@ -2,7 +2,7 @@
 PYTHON_HOST := .host/venv/bin/python
 PYTEST_ARGS ?=
 
-.PHONY: host demo test bench clean
+.PHONY: host demo test bench soak clean
 
 host:
 	@bash scripts/setup_host.sh
@@ -12,6 +12,9 @@ demo: host
 
 test: host
 	@$(PYTHON_HOST) -m pytest tests -q $(PYTEST_ARGS)
+
+soak: host
+	@SOAK_PROMPTS=200 $(PYTHON_HOST) -m pytest tests/test_soak.py -q -s
 
 bench: host
 	@echo "make bench: the benchmark arrives with the benchmark issue"

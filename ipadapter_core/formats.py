@@ -60,10 +60,10 @@ class AdapterSpec:
 
 def _shape(group, key, name, ndim):
     t = group.get(key)
-    if t is None or t.ndim != ndim:
+    if t is None or t.ndim != ndim or 0 in t.shape:
         found = "missing" if t is None else f"shape {tuple(t.shape)}"
-        raise UnknownFormatError(f"{name}: tensor image_proj.{key} is {found}; expected a {ndim}-D tensor. "
-                                 "The file is damaged or not an IP-Adapter release.")
+        raise UnknownFormatError(f"{name}: tensor image_proj.{key} is {found}; expected a {ndim}-D tensor with no "
+                                 "zero-size dimension. The file is damaged or not an IP-Adapter release.")
     return tuple(t.shape)
 
 
@@ -127,7 +127,7 @@ def _layers(ip, cross, name):
         m = _LAYER_KEY.match(key)
         if not m:
             continue
-        if t.ndim != 2 or t.shape[1] != cross:
+        if t.ndim != 2 or t.shape[1] != cross or t.shape[0] == 0:
             raise UnknownFormatError(
                 f"{name}: ip_adapter.{key} has shape {tuple(t.shape)}; expected (width, {cross}) to match the "
                 f"image projection's token width {cross}. The two halves of the file do not belong together.")
@@ -148,12 +148,16 @@ def _layers(ip, cross, name):
 
 
 def _lora_rank(ip):
-    ranks = {t.shape[0] for k, t in ip.items() if k.endswith("_lora.down.weight")}
+    ranks = {t.shape[0] for k, t in ip.items() if k.endswith("_lora.down.weight") and t.ndim == 2}
     return max(ranks) if ranks else 0
 
 
 def detect(nested, name="adapter"):
     """Read an AdapterSpec from a nested {"image_proj", "ip_adapter"} state dict; raise UnknownFormatError."""
+    missing = [group for group in ("image_proj", "ip_adapter") if not isinstance(nested.get(group), dict)]
+    if missing:
+        raise UnknownFormatError(f"{name}: no '{missing[0]}' tensors; expected the IP-Adapter layout with "
+                                 "'image_proj.*' and 'ip_adapter.*' weights.")
     fields = _projection(nested["image_proj"], name)
     widths, arch = _layers(nested["ip_adapter"], fields["cross_dim"], name)
     return AdapterSpec(arch=arch, layer_widths=widths, lora_rank=_lora_rank(nested["ip_adapter"]), **fields)

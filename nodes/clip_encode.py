@@ -20,7 +20,8 @@ def check_images(image, what="image"):
         raise InvalidInputError(f"{what}: images have {image.shape[-1]} channels; expected RGB (3), RGBA (4) "
                                 "or grayscale (1).")
     if not torch.isfinite(image).all():
-        raise InvalidInputError(f"{what}: the images contain NaN or infinite values.")
+        raise InvalidInputError(f"{what}: the images contain NaN or infinite values; expected pixel values from 0 "
+                                "to 1. Check the node that produced them (an upscaler, a custom image node...).")
 
 
 def to_rgb(image):

@@ -99,7 +99,8 @@ def read_embeds(path):
                                 f"tensors {sorted(tensors)}); save embeds with the Save Embeds node.")
     for key, tensor in tensors.items():
         if not torch.isfinite(tensor).all():
-            raise InvalidInputError(f"{name}: the {key} embeds contain NaN or infinite values.")
+            raise InvalidInputError(f"{name}: the {key} embeds contain NaN or infinite values; expected finite "
+                                    "encoder outputs. Encode the references again and re-save the file.")
     return EncodedReferences(cond=tensors["cond"], uncond=tensors["uncond"], clip_output=metadata.get("clip_output", ""))
 
 

@@ -143,6 +143,10 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
     if not isinstance(cond, tuple):
         core_embeds.check_encoder(adapter.spec, cond, adapter.name)
         core_embeds.check_encoder(adapter.spec, uncond, adapter.name)
+    for what, embeds in (("embeds", cond), ("negative embeds", uncond)):
+        if any(p is not None and not torch.isfinite(p).all() for p in _parts(embeds)):
+            raise InvalidInputError(f"the {what} contain NaN or infinite values; expected finite encoder outputs. "
+                                    "Encode the references again, or check the node that produced these embeds.")
     if end_at <= start_at:
         return model.clone()
     if unfold_batch:

@@ -32,13 +32,18 @@ def host_python(comfy_root):
 class ComfyServer:
     """`with ComfyServer(comfy_root, world_dir, work_dir) as server:` runs main.py and stops it by PID."""
 
-    def __init__(self, comfy_root, world_dir, work_dir, port=None, extra_args=()):
+    # One compute thread: on a small shared machine OpenMP's spinning threads make a tiny prompt take 0.2 s or
+    # 10 s depending on the neighbours; with one thread timings are steady.
+    THREAD_ENV = {"OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+
+    def __init__(self, comfy_root, world_dir, work_dir, port=None, extra_args=(), env=None):
         self.comfy_root = pathlib.Path(comfy_root)
         self.world = pathlib.Path(world_dir)
         self.work = pathlib.Path(work_dir)
         self.port = port or free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.extra_args = list(extra_args)
+        self.env = {**self.THREAD_ENV, **(env or {})}
         self.process = None
         self.client_id = uuid.uuid4().hex
         self.log_path = self.work / "server.log"
@@ -63,7 +68,7 @@ class ComfyServer:
                "--database-url", "sqlite:///:memory:", *self.extra_args]
         self._log = open(self.log_path, "wb")
         self.process = subprocess.Popen(cmd, cwd=self.comfy_root, stdout=self._log, stderr=subprocess.STDOUT,
-                                        env={**os.environ, "PYTHONUNBUFFERED": "1"})
+                                        env={**os.environ, "PYTHONUNBUFFERED": "1", **self.env})
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.process.poll() is not None:
