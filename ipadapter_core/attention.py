@@ -32,6 +32,7 @@ class ImagePrompt:
     embeds_scaling: str = "V only"
     sigma_range: Optional[tuple] = None  # (sigma_start, sigma_end): active while end <= sigma <= start
     unfold_batch: bool = False  # reference r conditions latent r (mod R) instead of every latent
+    frame_weights: Optional[tuple] = None  # multiplier per latent of the batch (animations), cycled
 
     def __post_init__(self):
         if self.embeds_scaling not in EMBEDS_SCALING:
@@ -39,6 +40,8 @@ class ImagePrompt:
         if self.cond.shape != self.uncond.shape or self.cond.ndim != 3:
             raise InvalidInputError(f"image tokens {tuple(self.cond.shape)} and negative tokens "
                                     f"{tuple(self.uncond.shape)} must both be (references, tokens, width).")
+        if self.frame_weights is not None and not self.frame_weights:
+            raise InvalidInputError("frame_weights is empty; give one weight per frame.")
         if len(self.ref_weights) != self.cond.shape[0]:
             raise InvalidInputError(f"{len(self.ref_weights)} reference weights for {self.cond.shape[0]} references.")
         if self.masks is not None and self.masks.shape[0] != self.cond.shape[0]:
@@ -103,6 +106,7 @@ class IPAdapterPatch:
         self._kv = {}
         self._masks = {}
         self._index = {}
+        self._frames = {}
 
     def keys(self):
         """The attn2 keys this patch must be installed on."""
@@ -173,6 +177,18 @@ class IPAdapterPatch:
             self._index[key] = hit
         return hit
 
+    def _frame_scale(self, i, prompt, cond_or_uncond, batch, device, dtype):
+        """(B, 1, 1) multiplier: the weight of each latent's frame (position inside its cond/uncond chunk)."""
+        key = (i, tuple(cond_or_uncond), batch, device, dtype)
+        hit = self._frames.get(key)
+        if hit is None:
+            per_chunk = batch // len(cond_or_uncond)
+            weights = prompt.frame_weights
+            rows = [weights[frame % len(weights)] for _ in cond_or_uncond for frame in range(per_chunk)]
+            hit = torch.tensor(rows, device=device, dtype=dtype).view(-1, 1, 1)
+            self._frames[key] = hit
+        return hit
+
     def _resized_masks(self, i, prompt, original_shape, tokens, device, dtype):
         key = (i, tuple(original_shape[-2:]), tokens, device, dtype)
         hit = self._masks.get(key)
@@ -210,6 +226,9 @@ class IPAdapterPatch:
                 probs = probs * masks.t().reshape(1, 1, tokens, refs, 1)
         out = probs.to(q.dtype).view(batch, heads, tokens, -1) @ vh
         out = out.transpose(1, 2).reshape(batch, tokens, width)
+        if prompt.frame_weights is not None:
+            out = out * self._frame_scale(i, prompt, extra_options.get("cond_or_uncond", [0]), batch, q.device,
+                                          q.dtype)
         if prompt.sigma_range is not None:
             sigmas = extra_options["sigmas"]
             start, end = prompt.sigma_range

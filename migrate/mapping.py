@@ -102,7 +102,7 @@ TARGETS = {
          text("reference_weights", optional=True), text("block_weights", optional=True, multiline=True),
          flag("unfold_batch", optional=True), sock("image", "IMAGE", True), sock("embeds", EMBEDS, True),
          sock("image_negative", "IMAGE", True), sock("attn_mask", "MASK", True),
-         sock("clip_vision", "CLIP_VISION", True)],
+         sock("clip_vision", "CLIP_VISION", True), sock("frame_weights", "IPADAPTER_KIT_FRAME_WEIGHTS", True)],
         [("MODEL", "MODEL")]),
     "IPAKitInsightFaceLoader": node(
         "IPAdapter Kit: Load InsightFace",
@@ -298,10 +298,12 @@ NOT_MAPPED = {
                                        "IPAdapter Kit: Load IP-Adapter with the file (ip_plus_composition_*, "
                                        "Kolors-IP-Adapter-Plus) and a Load CLIP Vision node",
     "IPAdapterFaceIDKolors": "Kolors FaceID is not supported by this pack",
-    "IPAdapterWeights": "per-frame weight schedules have no node in this pack yet",
-    "IPAdapterWeightsFromStrategy": "per-frame weight schedules have no node in this pack yet",
-    "IPAdapterCombineWeights": "per-frame weight lists have no node in this pack yet",
-    "IPAdapterPromptScheduleFromWeightsStrategy": "per-frame weight schedules have no node in this pack yet",
+    "IPAdapterWeights": "its FLOAT list drives a batch node's weight widget; here per-frame weights are an input: "
+                        "use IPAdapter Kit: Frame Weights and connect it to Apply (advanced)'s frame_weights",
+    "IPAdapterWeightsFromStrategy": "rebuild the schedule with IPAdapter Kit: Frame Weights (frame_weights input)",
+    "IPAdapterCombineWeights": "rebuild the schedule with IPAdapter Kit: Frame Weights (frame_weights input)",
+    "IPAdapterPromptScheduleFromWeightsStrategy": "prompt schedules are not part of this pack; use IPAdapter Kit: "
+                                                  "Frame Weights for the image-prompt side",
     # IPAdapter_plus v1 (before its v2 rewrite): IPAdapter_plus itself no longer loads these.
     "IPAdapterApply": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply (advanced)",
     "IPAdapterApplyFaceID": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "

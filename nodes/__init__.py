@@ -9,7 +9,7 @@ NODES = [loaders.ModelLoader, presets.UnifiedLoader, apply.Encode, apply.Apply, 
          image_nodes.PrepImage, image_nodes.NoiseImage,
          composite.StyleComposition, composite.ApplyTiled,
          composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
-         weights_nodes.BlockWeights]
+         weights_nodes.BlockWeights, weights_nodes.FrameWeights]
 
 
 class IPAdapterKitExtension(ComfyExtension):

@@ -7,7 +7,7 @@ from ..ipadapter_core.embeds import COMBINE_EMBEDS, check_encoder
 from ..ipadapter_core.errors import InvalidInputError
 from ..ipadapter_core.weight_types import WEIGHT_TYPES
 from . import clip_encode, patching
-from .types import Embeds, IPAdapter
+from .types import Embeds, FrameWeights, IPAdapter
 
 CATEGORY = "ipadapter_kit"
 
@@ -132,6 +132,8 @@ class ApplyAdvanced(io.ComfyNode):
                                       "(combine_embeds 'separate'). Resized to every attention resolution."),
                 io.ClipVision.Input("clip_vision", optional=True,
                                     tooltip="CLIP vision model; optional when the unified loader supplied one."),
+                FrameWeights.Input("frame_weights", optional=True,
+                                   tooltip="Animation: one weight per latent of the batch, from Frame Weights."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -139,7 +141,7 @@ class ApplyAdvanced(io.ComfyNode):
     @classmethod
     def execute(cls, model, ipadapter, weight, weight_type, start_at, end_at, weight_composition, combine_embeds,
                 embeds_scaling, reference_weights="", block_weights="", unfold_batch=False, image=None, embeds=None,
-                image_negative=None, attn_mask=None, clip_vision=None):
+                image_negative=None, attn_mask=None, clip_vision=None, frame_weights=None):
         if embeds is not None:
             cond, uncond = embeds.cond, embeds.uncond
         elif image is not None:
@@ -150,7 +152,8 @@ class ApplyAdvanced(io.ComfyNode):
             model, ipadapter, cond, uncond, weight=weight, weight_type=weight_type,
             weight_composition=weight_composition, block_weights=block_weights or "", start_at=start_at,
             end_at=end_at, combine=combine_embeds, embeds_scaling=embeds_scaling,
-            reference_weights=reference_weights or "", attn_mask=attn_mask, unfold_batch=unfold_batch))
+            reference_weights=reference_weights or "", attn_mask=attn_mask, unfold_batch=unfold_batch,
+            frame_weights=frame_weights))
 
 
 class Encode(io.ComfyNode):

@@ -137,7 +137,8 @@ def combine_references(cond, uncond, combine):
 
 def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear", weight_composition=None,
                  block_weights="", start_at=0.0, end_at=1.0, combine="concat", embeds_scaling="V only",
-                 reference_weights="", attn_mask=None, unfold_batch=False, projector=core_embeds.project):
+                 reference_weights="", attn_mask=None, unfold_batch=False, frame_weights=None,
+                 projector=core_embeds.project):
     """Patched clone of model for embeds cond/uncond: (R, ...) tensors, or tuples of them (FaceID parts)."""
     arch = check_model(model, adapter)
     if not isinstance(cond, tuple):
@@ -160,7 +161,8 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
         ref_weights=tuple(parse_number_list(reference_weights, "reference_weights", references)),
         masks=prepare_masks(attn_mask, references),
         inverted_layers=frozenset() if block_weights.strip() else weight_types.inverted_layers(weight_type, arch),
-        embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch)
+        embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch,
+        frame_weights=None if frame_weights is None else tuple(float(w) for w in frame_weights))
     return install(model, adapter, prompt, arch)
 
 

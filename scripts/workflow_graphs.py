@@ -153,6 +153,20 @@ WORKFLOWS["ipadapter_embeds_save_load"] = {
                      apply=("IPAKitApplyAdvanced", advanced("linear", 0.9),
                             {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "embeds": ("combined", 0)})),
 }
+WORKFLOWS["ipadapter_animation_weights"] = {
+    "description": "A batch (or AnimateDiff) of frames where the image prompt fades out frame by frame: Frame "
+                   "Weights gives one weight per latent and plots the schedule.",
+    "nodes": txt2img(("apply", 0), "a paper boat on a stream", "ipadapter_animation", **_loader_nodes(),
+                     reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                     schedule=("IPAKitFrameWeights", {"weights": "1.0, 0.0", "schedule": "ease in-out",
+                                                      "frames": 8}, {}),
+                     plot=("PreviewImage", {}, {"images": ("schedule", 1)}),
+                     apply=("IPAKitApplyAdvanced", advanced("linear", 1.0),
+                            {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                             "clip_vision": ("clip_vision", 0), "frame_weights": ("schedule", 0)})),
+}
+_anim = WORKFLOWS["ipadapter_animation_weights"]["nodes"]
+_anim["latent"] = (_anim["latent"][0], {"width": 512, "height": 512, "batch_size": 8}, {})
 _xl = WORKFLOWS["ipadapter_tiled_non_square"]["nodes"]
 _xl["latent"] = (_xl["latent"][0], {"width": 768, "height": 320, "batch_size": 1}, {})
 

@@ -193,3 +193,13 @@ def test_no_host_sync_inside_the_attention_call(weights, monkeypatch):
 def test_patch_keys_cover_only_layers_with_weight(weights):
     p = ImagePrompt(weights=weights, cond=tokens(1), uncond=tokens(2), layer_weights=(0.0,) * 15 + (1.0,))
     assert IPAdapterPatch("SD1.5", [p], sdpa).keys() == [("middle", 0, 0)]
+
+
+def test_frame_weights_scale_each_latent_of_the_batch(weights):
+    q, k, v = qkv(batch=4)
+    base = sdpa(q, k, v, HEADS)
+    full = IPAdapterPatch("SD1.5", [prompt(weights)], sdpa)(q, k, v, options(batch=4)) - base
+    framed = IPAdapterPatch("SD1.5", [prompt(weights, frame_weights=(1.0, 0.25))], sdpa)(
+        q, k, v, options(batch=4)) - base  # chunks [uncond x2, cond x2]: frames 0, 1, 0, 1
+    for row, factor in enumerate((1.0, 0.25, 1.0, 0.25)):
+        assert torch.allclose(framed[row], factor * full[row], atol=1e-6)

@@ -155,3 +155,15 @@ def test_block_weights_presets_round_trip(arch):
     assert preview.shape[0] == 1 and preview.shape[-1] == 3
     custom, _ = weights_nodes.BlockWeights.execute(arch, "custom", "3:0.5").result
     assert weight_types.parse_block_weights(custom, arch) == weight_types.parse_block_weights("3:0.5", arch)
+
+
+def test_frame_weights_fade_the_prompt_per_latent(sd15):
+    model, pos, neg = sd15
+    adapter = model_cache.load_adapter("ip-adapter_sd15.safetensors")
+    weights, _ = weights_nodes.FrameWeights.execute("1.0, 0.0", "linear", 2, 0).result
+    patched = apply.ApplyAdvanced.execute(model, adapter, 1.0, "linear", 0.0, 1.0, 1.0, "concat", "V only",
+                                          image=reference(1), clip_vision=load_clip_vision(CLIP_H),
+                                          frame_weights=weights).result[0]
+    out, plain = sample(patched, pos, neg, batch=2), sample(model, pos, neg, batch=2)
+    assert not torch.allclose(out[0], plain[0], atol=1e-3)
+    assert torch.equal(out[1], plain[1])  # weight 0 on the last frame: that latent is untouched

@@ -34,9 +34,9 @@ def bypass_adapters(workflow):
 def run_image(server, workflow, object_info):
     entry = server.run(to_api(workflow, object_info))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
-    paths = server.output_images(entry)
-    assert len(paths) == 1
-    return np.asarray(Image.open(paths[0])).astype(np.int16)
+    paths = sorted(server.output_images(entry))
+    assert paths, "no image saved"
+    return np.stack([np.asarray(Image.open(p)) for p in paths]).astype(np.int16)
 
 
 @pytest.fixture(scope="module")
@@ -47,7 +47,8 @@ def object_info(comfy_server):
 def test_there_are_example_workflows():
     names = {p.stem for p in WORKFLOWS}
     assert {"ipadapter_basic", "ipadapter_style_transfer", "ipadapter_composition", "ipadapter_masked_two_subjects",
-            "ipadapter_controlnet_lora", "ipadapter_faceid"} <= names
+            "ipadapter_controlnet_lora", "ipadapter_faceid", "ipadapter_style_and_composition",
+            "ipadapter_tiled_non_square", "ipadapter_embeds_save_load", "ipadapter_animation_weights"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
