@@ -38,11 +38,8 @@ def masked(image, mask):
     """Reference pixels outside the mask set to black (mask resized to the image)."""
     if mask is None:
         return image
-    mask = mask if mask.ndim == 3 else mask.unsqueeze(0)
-    if mask.shape[0] not in (1, image.shape[0]):
-        raise InvalidInputError(f"mask: {mask.shape[0]} masks for {image.shape[0]} images; give one mask, or one "
-                                "per image.")
-    mask = torch.nn.functional.interpolate(mask.unsqueeze(1).float(), size=image.shape[1:3], mode="bilinear")
+    mask = patching.prepare_masks(mask, image.shape[0], "mask", "Give one mask, or one per image.")
+    mask = torch.nn.functional.interpolate(mask.unsqueeze(1), size=image.shape[1:3], mode="bilinear")
     return image[..., :3] * mask.squeeze(1).unsqueeze(-1)
 
 

@@ -199,8 +199,8 @@ class UnifiedFaceIDLoader(io.ComfyNode):
         if arch not in PRESETS[preset]:
             raise IncompatibleModelError(f"preset '{preset}' has no {arch} release; pick another preset.")
         patterns, lora_patterns = PRESETS[preset][arch]
-        wanted = patterns[0].replace("\\.", ".bin").replace("\\", "")
-        adapter = model_cache.load_adapter(presets.find_file("ipadapter", patterns, wanted))
+        adapter = model_cache.load_adapter(presets.find_file("ipadapter", patterns,
+                                                             presets.release_name(patterns[0], ".bin")))
         check_faceid(adapter)
         clip_vision = None
         if adapter.spec.kind == "faceid_plus":
@@ -221,7 +221,7 @@ class UnifiedFaceIDLoader(io.ComfyNode):
             if names:
                 return apply_lora_file(model, names[0], strength)
             if source == "file in models/loras":
-                wanted = lora_patterns[0].replace("\\.", ".safetensors").replace("\\", "")
+                wanted = presets.release_name(lora_patterns[0], ".safetensors")
                 raise InvalidInputError(f"no FaceID LoRA file: put {wanted} in models/loras/, or choose the LoRA "
                                         "embedded in the adapter.")
             logging.info("IPAdapter Kit: no %s in models/loras, using the LoRA embedded in %s", lora_patterns[0],

@@ -57,21 +57,23 @@ def parse_number_list(text, what, count):
     return values
 
 
-def prepare_masks(attn_mask, references):
-    """MASK (H, W) or (B, H, W) -> (references, H, W); one mask is shared by every reference."""
+SEPARATE_HINT = ("Give one mask (shared), or one per reference image with combine_embeds 'separate' (other combine "
+                 "modes merge the references into one).")
+
+
+def prepare_masks(attn_mask, count, what="attn_mask", hint=SEPARATE_HINT):
+    """MASK (H, W) or (B, H, W) -> (count, H, W) floats; a single mask is shared by all."""
     if attn_mask is None:
         return None
     mask = attn_mask if attn_mask.ndim == 3 else attn_mask.unsqueeze(0)
     if mask.ndim != 3 or mask.shape[-1] == 0 or mask.shape[-2] == 0:
-        raise InvalidInputError(f"attn_mask: expected a MASK (H, W) or (B, H, W), got {tuple(attn_mask.shape)}.")
+        raise InvalidInputError(f"{what}: expected a MASK (H, W) or (B, H, W), got {tuple(attn_mask.shape)}.")
     if not torch.isfinite(mask).all():
-        raise InvalidInputError("attn_mask contains NaN or infinite values.")
+        raise InvalidInputError(f"{what} contains NaN or infinite values; expected values from 0 to 1.")
     if mask.shape[0] == 1:
-        return mask.expand(references, -1, -1).float()
-    if mask.shape[0] != references:
-        raise InvalidInputError(
-            f"attn_mask: {mask.shape[0]} masks for {references} references. Give one mask (shared), or one per "
-            "reference image with combine_embeds 'separate' (other combine modes merge the references into one).")
+        return mask.expand(count, -1, -1).float()
+    if mask.shape[0] != count:
+        raise InvalidInputError(f"{what}: {mask.shape[0]} masks for {count} references. {hint}")
     return mask.float()
 
 

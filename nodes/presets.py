@@ -38,6 +38,11 @@ ENCODERS = {
 _clip_vision_cache = {}
 
 
+def release_name(pattern, extension):
+    """The file name a release pattern stands for (the escaped dot becomes the extension)."""
+    return pattern.replace("\\.", extension).replace("\\", "")
+
+
 def find_file(folder, patterns, wanted):
     """First file in a model folder matching one of the patterns, or an error naming the file and folder."""
     names = folder_paths.get_filename_list(folder)
@@ -85,8 +90,7 @@ class UnifiedLoader(io.ComfyNode):
         if arch not in choices:
             raise IncompatibleModelError(f"preset '{preset}' has no {arch} release; pick another preset.")
         patterns, encoder = choices[arch]
-        wanted = patterns[0].replace("\\.", ".safetensors").replace("\\", "")
-        adapter = model_cache.load_adapter(find_file("ipadapter", patterns, wanted))
+        adapter = model_cache.load_adapter(find_file("ipadapter", patterns, release_name(patterns[0], ".safetensors")))
         clip_vision = load_clip_vision(find_file("clip_vision", *ENCODERS[encoder]))
         adapter = dataclasses.replace(adapter, clip_vision=clip_vision)
         return io.NodeOutput(model, adapter, clip_vision)
