@@ -17,7 +17,7 @@ soak: host
 	@SOAK_PROMPTS=200 $(PYTHON_HOST) -m pytest tests/test_soak.py -q -s
 
 bench: host
-	@echo "make bench: the benchmark arrives with the benchmark issue"
+	@$(PYTHON_HOST) scripts/bench.py $(BENCH_ARGS)
 
 clean:
 	rm -rf .host .fixtures

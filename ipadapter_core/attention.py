@@ -3,6 +3,12 @@
 One IPAdapterPatch object serves every attn2 key of a model; it holds all image prompts stacked on that
 model (several apply nodes) and never changes after it is installed. Image K/V are projected once per
 device/dtype and cached; nothing in __call__ reads tensor values on the host.
+
+Hot path (docs/benchmarks.md): per layer, every prompt and reference with the same token count is fused into
+one table of image keys/values laid out per head (built once per layer and batch layout, then cached), so a
+call costs one matmul for the scores, one softmax per small group, and one matmul that accumulates into the
+text attention's output in place, whatever the number of adapters and references. q and the output are used
+through strided per-head views (no copies), one batch row at a time.
 """
 import math
 from dataclasses import dataclass
@@ -72,6 +78,32 @@ def scaled_kv(prompt, layer, tokens, k_weight, v_weight):
     return k * eff, v * eff
 
 
+def _group_softmax(scores, in_place=True):
+    """Softmax over the last dim of fresh (..., T) scores, in float32; tiny T gets an elementwise version."""
+    scores = scores.float()  # q's dtype may be half; the float32 copy (or the fresh fp32 scores) is ours
+    if in_place and scores.device.type == "cpu" and scores.shape[-1] < 16:
+        # torch's CPU softmax vectorises along the softmax dim: rows of 4 to 8 image tokens run ~3x slower
+        # than these four vectorised passes (docs/benchmarks.md)
+        scores -= scores.amax(dim=-1, keepdim=True)
+        scores.exp_()
+        return scores.div_(scores.sum(dim=-1, keepdim=True))
+    return scores.softmax(dim=-1)
+
+
+@dataclass(frozen=True, eq=False)
+class _FusedGroup:
+    """Image K/V of every (prompt, reference) unit with `tokens` tokens on one layer, laid out per head."""
+
+    tokens: int  # T: image tokens per unit (one softmax per unit)
+    units: int  # U
+    heads: int
+    v: torch.Tensor  # (B, heads, U*T, head_dim), layer and reference weights folded in
+    k_rows: tuple  # per batch row: (heads, head_dim, U*T), scaled by head_dim ** -0.5
+    v_rows: tuple  # per batch row: (heads, U*T, head_dim)
+    mask_rows: Optional[tuple]  # per batch row: (1, N, U, 1) float32, or None
+    gates: Optional[tuple]  # ((sigma_range or None, units), ...) per prompt, or None when no prompt is gated
+
+
 def mask_grid(original_shape, tokens):
     """(h, w) of the token grid at this attention resolution, following the latent's aspect ratio."""
     height, width = original_shape[-2], original_shape[-1]
@@ -107,6 +139,9 @@ class IPAdapterPatch:
         self._masks = {}
         self._index = {}
         self._frames = {}
+        self._fused = {}
+        self._masked_layers = {layer for i, p in enumerate(self.prompts) if p.masks is not None for layer in
+                               self._active[i]}
 
     def keys(self):
         """The attn2 keys this patch must be installed on."""
@@ -139,10 +174,16 @@ class IPAdapterPatch:
         layer = self._layer_of.get(key)
         if layer is None:
             return out
-        for i, prompt in enumerate(self.prompts):
-            if layer in self._active[i]:
-                out = out + self._image_attention(i, prompt, layer, q, extra_options)
-        return out
+        groups = self._fused_groups(layer, q, extra_options)
+        if not groups:
+            return out
+        # accumulate in place into the attention output we just made; a foreign patch's output (which it might
+        # keep) or an odd one gets the image term added as a separate tensor instead
+        own = base is None and out.is_contiguous() and out.dtype == q.dtype and not out.requires_grad
+        image = out if own else torch.zeros(q.shape, device=q.device, dtype=q.dtype)
+        for group in groups:
+            self._add_image_attention(image, q, group, extra_options)
+        return out if own else out + image
 
     def _layer_kv(self, i, prompt, layer, device, dtype):
         key = (i, layer, device, dtype)
@@ -197,41 +238,89 @@ class IPAdapterPatch:
             self._masks[key] = hit
         return hit
 
-    def _image_attention(self, i, prompt, layer, q, extra_options):
+    def _fused_groups(self, layer, q, extra_options):
+        """The layer's _FusedGroups for this batch layout (cached: built on the first call only)."""
+        batch, tokens, _ = q.shape
+        chunks = tuple(extra_options.get("cond_or_uncond", [0]))
+        shape = tuple(extra_options["original_shape"][-2:]) if layer in self._masked_layers else None
+        key = (layer, q.device, q.dtype, extra_options["n_heads"], chunks, batch, tokens if shape else None, shape)
+        hit = self._fused.get(key)
+        if hit is None:
+            hit = self._build_groups(layer, q, extra_options, chunks)
+            self._fused[key] = hit
+        return hit
+
+    def _build_groups(self, layer, q, extra_options, chunks):
         batch, tokens, width = q.shape
         heads = extra_options["n_heads"]
         head_dim = width // heads
-        k, v = self._layer_kv(i, prompt, layer, q.device, q.dtype)
-        rows = self._batch_index(prompt, extra_options.get("cond_or_uncond", [0]), batch, q.device)
-        refs = prompt.references
-        if prompt.unfold_batch:  # one reference per latent: (B, T, C)
-            k = k.flatten(0, 1)[rows]
-            v = v.flatten(0, 1)[rows]
-            groups = 1
-        else:  # every reference for every latent, one softmax each: (B, R*T, C)
-            k = k[rows].flatten(1, 2)
-            v = v[rows].flatten(1, 2)
-            groups = refs
-        qh = q.view(batch, tokens, heads, head_dim).transpose(1, 2)
-        kh = k.view(batch, -1, heads, head_dim).permute(0, 2, 3, 1)
-        vh = v.view(batch, -1, heads, head_dim).transpose(1, 2)
-        scores = (qh @ kh) * head_dim ** -0.5  # (B, H, N, groups*T)
-        probs = scores.float().view(batch, heads, tokens, groups, -1).softmax(dim=-1)
-        if prompt.masks is not None:
-            masks = self._resized_masks(i, prompt, extra_options["original_shape"], tokens, q.device, torch.float32)
-            if prompt.unfold_batch:
-                frames = rows % refs
-                probs = probs * masks[frames].view(batch, 1, tokens, 1, 1)
-            else:
-                probs = probs * masks.t().reshape(1, 1, tokens, refs, 1)
-        out = probs.to(q.dtype).view(batch, heads, tokens, -1) @ vh
-        out = out.transpose(1, 2).reshape(batch, tokens, width)
-        if prompt.frame_weights is not None:
-            out = out * self._frame_scale(i, prompt, extra_options.get("cond_or_uncond", [0]), batch, q.device,
-                                          q.dtype)
-        if prompt.sigma_range is not None:
+        by_tokens = {}  # T -> [(k, v, masks, sigma_range)] with k, v (B, units, T, C)
+        for i, prompt in enumerate(self.prompts):
+            if layer not in self._active[i]:
+                continue
+            k, v = self._layer_kv(i, prompt, layer, q.device, q.dtype)  # (2, R, T, C): cond, uncond
+            rows = self._batch_index(prompt, chunks, batch, q.device)
+            if prompt.unfold_batch:  # one reference per latent
+                k, v = k.flatten(0, 1)[rows].unsqueeze(1), v.flatten(0, 1)[rows].unsqueeze(1)
+            else:  # every reference for every latent, one softmax each
+                k, v = k[rows], v[rows]
+            if prompt.frame_weights is not None:  # per-latent weight: static for this batch layout, so into V
+                v = v * self._frame_scale(i, prompt, chunks, batch, q.device, q.dtype).view(batch, 1, 1, 1)
+            masks = None
+            if prompt.masks is not None:
+                resized = self._resized_masks(i, prompt, extra_options["original_shape"], tokens, q.device,
+                                              torch.float32)  # (R, N)
+                masks = resized[rows % prompt.references].unsqueeze(-1) if prompt.unfold_batch else \
+                    resized.t().unsqueeze(0)  # (B, N, 1) / (1, N, R)
+            by_tokens.setdefault(k.shape[2], []).append((k, v, masks, prompt.sigma_range))
+        groups = []
+        for count, members in by_tokens.items():
+            k = torch.cat([m[0] for m in members], dim=1)
+            v = torch.cat([m[1] for m in members], dim=1)
+            units = k.shape[1]
+            k = (k * head_dim ** -0.5).view(batch, units, count, heads, head_dim).permute(0, 3, 4, 1, 2)
+            v = v.view(batch, units, count, heads, head_dim).permute(0, 3, 1, 2, 4)
+            masks = None
+            if any(m[2] is not None for m in members):
+                mask_batch = max(m[2].shape[0] for m in members if m[2] is not None)
+                masks = torch.cat([(m[2] if m[2] is not None else torch.ones(1, tokens, m[0].shape[1], device=q.device))
+                                   .expand(mask_batch, -1, -1) for m in members], dim=-1).contiguous()
+            gates = None
+            if any(m[3] is not None for m in members):
+                gates = tuple((m[3], m[0].shape[1]) for m in members)
+            k = k.reshape(batch, heads, head_dim, units * count)
+            v = v.reshape(batch, heads, units * count, head_dim)
+            mask_rows = None if masks is None else tuple(
+                m.view(1, tokens, units, 1) for m in masks.expand(batch, -1, -1).unbind(0))
+            groups.append(_FusedGroup(count, units, heads, v, k.unbind(0), v.unbind(0), mask_rows, gates))
+        return tuple(groups)
+
+    def _add_image_attention(self, out, q, group, extra_options):
+        """out += the group's image attention, per batch row on strided per-head views of q and out."""
+        batch, tokens, width = q.shape
+        heads, units, count = group.heads, group.units, group.tokens
+        head_dim = width // heads
+        v_rows = group.v_rows
+        if group.gates is not None:  # start/end: a 0/1 gate per batch row and prompt, folded into V
             sigmas = extra_options["sigmas"]
-            start, end = prompt.sigma_range
-            gate = ((sigmas <= start) & (sigmas >= end)).to(out.dtype)
-            out = out * (gate.view(-1, 1, 1) if gate.shape[0] == batch else gate[:1].view(1, 1, 1))
-        return out
+            columns = []
+            for sigma_range, n in group.gates:
+                if sigma_range is None:
+                    gate = torch.ones(batch, device=group.v.device, dtype=group.v.dtype)
+                else:
+                    start, end = sigma_range
+                    gate = ((sigmas <= start) & (sigmas >= end)).to(group.v.device, group.v.dtype)
+                    gate = gate if gate.shape[0] == batch else gate[:1].expand(batch)
+                columns.append(gate.view(batch, 1).expand(batch, n))
+            gate = torch.cat(columns, dim=1).view(batch, 1, units, 1, 1)
+            v = group.v.view(batch, heads, units, count, head_dim) * gate
+            v_rows = v.view(batch, heads, units * count, head_dim).unbind(0)
+        q_rows = q.reshape(batch, tokens, heads, head_dim).transpose(1, 2).unbind(0)  # (heads, N, head_dim) views
+        out_heads = out.view(batch, tokens, heads, head_dim).transpose(1, 2)  # rows by index: written in place
+        in_place = not (q.requires_grad and torch.is_grad_enabled())  # autograd needs the probabilities kept
+        for b in range(batch):
+            scores = torch.bmm(q_rows[b], group.k_rows[b])  # (heads, N, U*T)
+            probs = _group_softmax(scores.view(heads, tokens, units, count), in_place)
+            if group.mask_rows is not None:
+                probs = probs.mul_(group.mask_rows[b]) if in_place else probs * group.mask_rows[b]
+            out_heads[b].baddbmm_(probs.view(heads, tokens, units * count).to(out.dtype), v_rows[b])
