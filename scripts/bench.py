@@ -667,6 +667,13 @@ def image_time_in_step(forward, patcher, step):
 
 # ---------------------------------------------------------------------------------------------------- run
 
+def loadavg():
+    try:
+        return os.getloadavg()[0]
+    except OSError:
+        return float("nan")
+
+
 def run_arch(arch, size, tmp, log):
     name = ARCH_NAMES[arch]
     result = {"arch": arch, "size": size, "pairs": ARGS.pairs, "date": datetime.date.today().isoformat()}
@@ -746,7 +753,9 @@ def run_arch(arch, size, tmp, log):
 
     log(f"[{name}] timing {ARGS.pairs} rounds at latent {size}x{size}, batch 2 ...")
     PROBES.projections = 0
+    load = [loadavg()]
     timed = time_model(forward, base, patched, ARGS.pairs, log)
+    result["load"] = load + [loadavg()]
     result["timed"] = timed
     log(f"[{name}] one instrumented forward per case (time inside the patch beyond ComfyUI's attention) ...")
     result["inside"] = {c: image_time_in_step(forward, p, ARGS.pairs + 1) for c, p in patched.items()}
@@ -820,7 +829,8 @@ def arch_section(r):
              f"## {name} ({r['unet_params'] / 1e6:.0f}M-parameter UNet, {r['attn2_layers']} attn2 layers), "
              f"latent {size}×{size} ({8 * size}×{8 * size} px), batch 2, {r['device']} {r['dtype']}",
              "",
-             f"Run {r['date']}, {r['pairs']} timed rounds"
+             f"Run {r['date']}, {r['pairs']} timed rounds; load average {r['load'][0]:.1f} before and "
+             f"{r['load'][1]:.1f} after them ({os.cpu_count()} cores: much above 1 means other work shared the machine)"
              + (" (SDXL uses a 16×16 latent by default so that `make bench` stays under 15 minutes on 2 cores: one "
                 "real-size SDXL step is about 4 s at 16×16 and 7.5 s at 32×32 on one core here)"
                 if r["arch"] == "sdxl" and size == 16 else "") + ".",
