@@ -12,7 +12,7 @@ import pytest
 from PIL import Image
 
 from ipadapter_kit.migrate import convert, mapping
-from workflow_api import ordered_inputs, set_widget, to_api, validate_widgets, widget_slots
+from workflow_api import ordered_inputs, to_api, validate_widgets, widget_slots
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "ipadapter_plus"
@@ -326,12 +326,7 @@ def test_embeds_negative_from_elsewhere_is_lossy():
 
 # ---------------------------------------------------------------------------------------------------------------
 # Converted graphs run on the tiny models.
-def small(workflow, object_info):
-    workflow = copy.deepcopy(workflow)
-    set_widget(workflow, "EmptyLatentImage", "width", 64, object_info)
-    set_widget(workflow, "EmptyLatentImage", "height", 64, object_info)
-    set_widget(workflow, "KSampler", "steps", 3, object_info)
-    return workflow
+from test_workflows import small  # noqa: E402  (the same test-size shrink as the example workflows)
 
 
 def run_one_image(server, prompt):
