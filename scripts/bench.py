@@ -761,8 +761,6 @@ def run_arch(arch, size, tmp, log):
     result["inside"] = {c: image_time_in_step(forward, p, ARGS.pairs + 1) for c, p in patched.items()}
     result["steady_projections"] = PROBES.projections
     result["cache_after"] = {c: cache_entries(our_patch(p)) for c, p in patched.items()}
-    for c in patched:
-        cold[c]["one_off_s"] = cold[c]["first_s"] - timed[c]["patched_s"]
 
     log(f"[{name}] level 1: one attn2 call ...")
     result["l1"], result["l1_shape"], result["l1_key"] = attn2_level1(arch, size, patched, base)
@@ -822,6 +820,11 @@ def fmt_mb(value):
     return "n/a" if value is None else "≤ 0 MB" if value <= 0 else f"{value / MB:.0f} MB"
 
 
+SDXL_NOTE = (" SDXL runs a 16×16 latent by default so that `make bench` stays under 15 minutes on 2 cores: one "
+             "real-size SDXL step takes about 4 s at 16×16 and 7.5 s at 32×32 on one core here (`--size 32` for the "
+             "larger one).")
+
+
 def arch_section(r):
     name = ARCH_NAMES[r["arch"]]
     size = r["size"]
@@ -829,11 +832,9 @@ def arch_section(r):
              f"## {name} ({r['unet_params'] / 1e6:.0f}M-parameter UNet, {r['attn2_layers']} attn2 layers), "
              f"latent {size}×{size} ({8 * size}×{8 * size} px), batch 2, {r['device']} {r['dtype']}",
              "",
-             f"Run {r['date']}, {r['pairs']} timed rounds; load average {r['load'][0]:.1f} before and "
-             f"{r['load'][1]:.1f} after them ({os.cpu_count()} cores: much above 1 means other work shared the machine)"
-             + (" (SDXL uses a 16×16 latent by default so that `make bench` stays under 15 minutes on 2 cores: one "
-                "real-size SDXL step is about 4 s at 16×16 and 7.5 s at 32×32 on one core here)"
-                if r["arch"] == "sdxl" and size == 16 else "") + ".",
+             f"Run {r['date']}, {r['pairs']} timed rounds. Load average {r['load'][0]:.1f} before and "
+             f"{r['load'][1]:.1f} after them ({os.cpu_count()} cores; much above 1 means other work shared the "
+             "machine)." + (SDXL_NOTE if r["arch"] == "sdxl" and size == 16 else ""),
              "",
              "### Whole model step (level 2: the sampler's forward, uncond + cond)",
              "",
@@ -876,12 +877,11 @@ def arch_section(r):
         lines.append(f"| `{ld['file']}` ({ld['spec']}) | {ld['file_bytes'] / MB:.0f} MB | "
                      f"{ld['weights_bytes'] / MB:.0f} MB {ld['dtype']} | {ld['seconds']:.2f} s wall, "
                      f"{ld['cpu']:.2f} s CPU |")
-    lines += ["", "| case | apply (image projection + install, `apply_embeds`) | K/V projection (first step) "
-              "| first step minus a later one | K/V projections in the first step |", "| --- | --- | --- | --- | --- |"]
+    lines += ["", "| case | apply (image projection + install, `apply_embeds`) | K/V projection (first step only) "
+              "| K/V projections in the first step |", "| --- | --- | --- | --- |"]
     for c, cold in r["cold"].items():
         lines.append(f"| {CASES[c][0]} | {r['apply_s'][c]:.3f} s | {cold['kv_s'] * 1e3:.0f} ms | "
-                     f"{cold['one_off_s']:+.2f} s | {cold['projections']} ({cold['prompts']} prompt(s) × "
-                     f"{cold['layers']} layers × cond/uncond) |")
+                     f"{cold['projections']} ({cold['prompts']} prompt(s) × {cold['layers']} layers × cond/uncond) |")
     enc = r.get("encode")
     if enc:
         lines += ["", f"Encoding one reference (512×512 image, cropped to 224) through a real-size CLIP ViT-H/14 "
