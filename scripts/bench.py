@@ -54,19 +54,13 @@ def parse_args(argv=None):
 ARGS = parse_args()
 
 
-def _host_root():
-    env = os.environ.get("COMFYUI_ROOT")
-    if env:
-        return pathlib.Path(env)
-    host_env = ROOT / ".host" / "host.env"
-    if host_env.exists():
-        for line in host_env.read_text().splitlines():
-            if line.startswith("COMFYUI_ROOT="):
-                return pathlib.Path(line.split("=", 1)[1])
-    sys.exit("no ComfyUI host: run `make host` (scripts/setup_host.sh) or set COMFYUI_ROOT")
+sys.path.insert(0, str(ROOT / "tests"))
+import host_env  # noqa: E402
 
-
-COMFYUI_ROOT = _host_root()
+try:
+    COMFYUI_ROOT = host_env.comfy_root()
+except RuntimeError as e:
+    sys.exit(str(e))
 for _p in (str(COMFYUI_ROOT), str(ROOT / "tests")):
     if _p not in sys.path:
         sys.path.insert(0, _p)

@@ -4,11 +4,12 @@ import os
 import pathlib
 import socket
 import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
 import uuid
+
+import host_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
@@ -17,16 +18,6 @@ def free_port():
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
-
-
-def host_python(comfy_root):
-    """The venv python next to the host (or this interpreter)."""
-    env = ROOT / ".host" / "host.env"
-    if env.exists():
-        for line in env.read_text().splitlines():
-            if line.startswith("HOST_PYTHON="):
-                return line.split("=", 1)[1]
-    return sys.executable
 
 
 class ComfyServer:
@@ -61,7 +52,7 @@ class ComfyServer:
         self.work.mkdir(parents=True, exist_ok=True)
         for sub in ("output", "temp", "user"):
             (self.work / sub).mkdir(exist_ok=True)
-        cmd = [host_python(self.comfy_root), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
+        cmd = [host_env.host_python(), "main.py", "--cpu", "--listen", "127.0.0.1", "--port", str(self.port),
                "--disable-auto-launch", "--extra-model-paths-config", str(self._write_paths_config()),
                "--input-directory", str(self.world / "input"), "--output-directory", str(self.work / "output"),
                "--temp-directory", str(self.work / "temp"), "--user-directory", str(self.work / "user"),

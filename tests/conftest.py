@@ -1,26 +1,15 @@
 """Puts the ComfyUI test host on sys.path and loads this pack as the package `ipadapter_kit`."""
 import importlib.util
-import os
 import pathlib
 import sys
+
+import host_env
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 TESTS = ROOT / "tests"
 
 
-def _host_root():
-    env = os.environ.get("COMFYUI_ROOT")
-    if env:
-        return pathlib.Path(env)
-    host_env = ROOT / ".host" / "host.env"
-    if host_env.exists():
-        for line in host_env.read_text().splitlines():
-            if line.startswith("COMFYUI_ROOT="):
-                return pathlib.Path(line.split("=", 1)[1])
-    raise RuntimeError("no ComfyUI test host: run `make test` (scripts/setup_host.sh) or set COMFYUI_ROOT")
-
-
-COMFYUI_ROOT = _host_root()
+COMFYUI_ROOT = host_env.comfy_root()
 for p in (str(COMFYUI_ROOT), str(TESTS)):
     if p not in sys.path:
         sys.path.insert(0, p)

@@ -12,8 +12,7 @@ import textwrap
 
 import pytest
 
-from comfy_server import host_python
-from conftest import COMFYUI_ROOT
+from host_env import host_python
 from test_reliability import dedicated_server
 from test_workflows import WORKFLOWS, small
 from workflow_api import to_api
@@ -146,7 +145,7 @@ def attempts(record, pid=None):
 
 def test_the_guard_refuses_and_records_without_sending(tmp_path):
     env, record = guard_env(tmp_path)
-    result = subprocess.run([host_python(COMFYUI_ROOT), "-c", SELF_TEST], env={**os.environ, **env},
+    result = subprocess.run([host_python(), "-c", SELF_TEST], env={**os.environ, **env},
                             capture_output=True, text=True, timeout=60)
     assert result.returncode == 0 and result.stdout.strip() == "3", result.stderr
     loaded, seen = attempts(record)
