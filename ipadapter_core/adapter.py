@@ -1,8 +1,17 @@
-"""The IP-Adapter weights as one module: image_proj + ip_adapter.{n}, loaded strictly from the file's keys."""
-import os
+"""The IP-Adapter weights as one module whose attribute names are the file's keys, loaded strictly.
 
+tencent layout (SD1.5/SDXL releases, InstantX Flux): image_proj + ip_adapter.{n}; XLabs Flux layout:
+ip_adapter_proj_model + double_blocks.{i}.processor.*. Either way kv_projection(layer) gives the attention
+code one adapter layer's image K/V weights.
+"""
+import os
+from dataclasses import dataclass
+from typing import Optional
+
+import torch
 from torch import nn
 
+from . import families
 from .errors import UnknownFormatError
 from .formats import detect
 from .loading import load_adapter_file
@@ -34,25 +43,87 @@ class AttentionLayer(nn.Module):
             self.to_out_lora = LoRAWeights(width, width, lora_rank)
 
 
+@dataclass(frozen=True)
+class KVProjection:
+    """One adapter layer's image K/V projection: weights (width, context), optional biases and per-head RMS norm."""
+
+    k_weight: torch.Tensor
+    v_weight: torch.Tensor
+    k_bias: Optional[torch.Tensor] = None
+    v_bias: Optional[torch.Tensor] = None
+    rms_eps: Optional[float] = None
+
+    def to(self, device, dtype):
+        move = (lambda t: None if t is None else t.to(device, dtype))
+        return KVProjection(move(self.k_weight), move(self.v_weight), move(self.k_bias), move(self.v_bias),
+                            self.rms_eps)
+
+
 class IPAdapterWeights(nn.Module):
-    """image_proj and ip_adapter of one release, with its spec."""
+    """image_proj and ip_adapter of one tencent-layout release, with its spec."""
 
     def __init__(self, spec):
         super().__init__()
         self.spec = spec
         self.image_proj = build_projection(spec)
+        # UNet releases number diffusers' processors: 2i (attn1, LoRA only), 2i+1 (attn2); DiT ones one per block
+        self.unet_numbering = families.get(spec.arch).hook == "attn2"
         layers = {}
         for i, width in enumerate(spec.layer_widths):
             if spec.lora_rank:
                 layers[str(2 * i)] = AttentionLayer(width, spec.cross_dim, False, spec.lora_rank)
-            layers[str(2 * i + 1)] = AttentionLayer(width, spec.cross_dim, True, spec.lora_rank)
+            layers[str(self._slot(i))] = AttentionLayer(width, spec.cross_dim, True, spec.lora_rank)
         self.ip_adapter = nn.ModuleDict(layers)
+
+    def _slot(self, layer):
+        return 2 * layer + 1 if self.unet_numbering else layer
+
+    def kv_projection(self, layer):
+        module = self.ip_adapter[str(self._slot(layer))]
+        return KVProjection(module.to_k_ip.weight, module.to_v_ip.weight, rms_eps=self.spec.kv_rms_eps)
+
+
+class XLabsProcessor(nn.Module):
+    """double_blocks.{i}.processor of XLabs' Flux IP-Adapter: biased image K/V projections."""
+
+    def __init__(self, width, context_dim):
+        super().__init__()
+        self.ip_adapter_double_stream_k_proj = nn.Linear(context_dim, width)
+        self.ip_adapter_double_stream_v_proj = nn.Linear(context_dim, width)
+
+
+class XLabsBlock(nn.Module):
+    def __init__(self, width, context_dim):
+        super().__init__()
+        self.processor = XLabsProcessor(width, context_dim)
+
+
+class XLabsFluxWeights(nn.Module):
+    """XLabs flux-ip-adapter (v1, v2): linear projection of CLIP image embeds, K/V on the double blocks."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = spec
+        self.ip_adapter_proj_model = build_projection(spec)
+        self.double_blocks = nn.ModuleList(XLabsBlock(w, spec.cross_dim) for w in spec.layer_widths)
+
+    @property
+    def image_proj(self):
+        return self.ip_adapter_proj_model
+
+    def kv_projection(self, layer):
+        processor = self.double_blocks[layer].processor
+        k, v = processor.ip_adapter_double_stream_k_proj, processor.ip_adapter_double_stream_v_proj
+        return KVProjection(k.weight, v.weight, k.bias, v.bias)
+
+
+WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights}
 
 
 def from_state_dict(nested, name="adapter"):
     """Detect and strictly load a nested state dict; key mismatches become UnknownFormatError."""
     spec = detect(nested, name)
-    model = IPAdapterWeights(spec)
+    model = WEIGHTS_BY_LAYOUT[spec.layout](spec)
     flat = {f"{g}.{k}": v for g, sd in nested.items() for k, v in sd.items()}
     try:
         model.load_state_dict(flat, strict=True)

@@ -1,8 +1,9 @@
 """The decoupled cross-attention: text attention + sum of weighted, masked attentions over image tokens.
 
-One IPAdapterPatch object serves every attn2 key of a model; it holds all image prompts stacked on that
-model (several apply nodes) and never changes after it is installed. Image K/V are projected once per
-device/dtype and cached; nothing in __call__ reads tensor values on the host.
+ImageAttention holds every image prompt stacked on one model (several apply nodes) and adds their attention
+to a query; it is family-agnostic. IPAdapterPatch is its UNet hook (one object serves every attn2 key); the
+DiT families wrap it in their block hooks (families/). A patch never changes after it is installed. Image K/V
+are projected once per device/dtype and cached; nothing on the call path reads tensor values on the host.
 
 Hot path (docs/benchmarks.md): per layer, every prompt and reference with the same token count is fused into
 one table of image keys/values laid out per head (built once per layer and batch layout, then cached), so a
@@ -17,7 +18,6 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .blocks import layer_of_key
 from .errors import InvalidInputError
 
 EMBEDS_SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
@@ -59,13 +59,32 @@ class ImagePrompt:
         return self.cond.shape[0]
 
     def active_layers(self):
-        return {i for i, w in enumerate(self.layer_weights) if w != 0 and any(r != 0 for r in self.ref_weights)}
+        """Layers the adapter has where this prompt's weight is not 0."""
+        if not any(r != 0 for r in self.ref_weights):
+            return set()
+        return {i for i, w in enumerate(self.layer_weights[:self.weights.spec.num_layers]) if w != 0}
 
 
-def scaled_kv(prompt, layer, tokens, k_weight, v_weight):
+def rms_per_head(x, head_dim, eps=1e-5):
+    """RMS-normalise (..., heads * head_dim) over each head's channels (no affine), in float32."""
+    shaped = x.float().unflatten(-1, (-1, head_dim))
+    return (shaped * torch.rsqrt(shaped.pow(2).mean(-1, keepdim=True) + eps)).flatten(-2).to(x.dtype)
+
+
+def project_kv(tokens, kv, head_dim):
+    """Image K and V (R, T, width) of tokens through one layer's KVProjection."""
+    k = tokens @ kv.k_weight.t()
+    v = tokens @ kv.v_weight.t()
+    if kv.k_bias is not None:
+        k, v = k + kv.k_bias, v + kv.v_bias
+    if kv.rms_eps is not None:
+        k, v = rms_per_head(k, head_dim, kv.rms_eps), rms_per_head(v, head_dim, kv.rms_eps)
+    return k, v
+
+
+def scaled_kv(prompt, layer, tokens, kv, head_dim):
     """K and V of one layer for tokens (R, T, C) with the layer and reference weights folded in."""
-    k = tokens @ k_weight.t()
-    v = tokens @ v_weight.t()
+    k, v = project_kv(tokens, kv, head_dim)
     eff = prompt.layer_weights[layer] * torch.tensor(prompt.ref_weights, device=k.device, dtype=k.dtype).view(-1, 1, 1)
     mode = prompt.embeds_scaling
     if mode == "V only":
@@ -115,44 +134,70 @@ def mask_grid(original_shape, tokens):
     return h, max(1, tokens // h)
 
 
+@dataclass(frozen=True)
+class TokenLayout:
+    """Where a query's tokens lie: `prefix` unmasked tokens (text), then an h x w image grid, `tokens` in all."""
+
+    prefix: int
+    h: int
+    w: int
+    tokens: int
+
+    @classmethod
+    def unet(cls, original_shape, tokens):
+        """The layout of a UNet attention at this resolution (grid follows the latent's aspect ratio)."""
+        return cls(0, *mask_grid(original_shape, tokens), tokens)
+
+
+def layout_masks(masks, layout):
+    """Masks (R, H, W) -> (R, tokens): resized to the grid (padded or cropped if odd), ones on the prefix."""
+    grid_tokens = layout.tokens - layout.prefix
+    flat = F.interpolate(masks.unsqueeze(1), size=(layout.h, layout.w), mode="bilinear",
+                         align_corners=False).flatten(1)
+    if flat.shape[1] < grid_tokens:
+        flat = F.pad(flat, (0, grid_tokens - flat.shape[1]))
+    flat = flat[:, :grid_tokens]
+    return F.pad(flat, (layout.prefix, 0), value=1.0) if layout.prefix else flat
+
+
 def resize_masks(masks, original_shape, tokens):
-    """Masks (R, H, W) -> (R, tokens) at the attention resolution (padded or cropped if the grid is odd)."""
-    h, w = mask_grid(original_shape, tokens)
-    flat = F.interpolate(masks.unsqueeze(1), size=(h, w), mode="bilinear", align_corners=False).flatten(1)
-    if flat.shape[1] < tokens:
-        flat = F.pad(flat, (0, tokens - flat.shape[1]))
-    return flat[:, :tokens]
+    """Masks (R, H, W) -> (R, tokens) at a UNet attention resolution."""
+    return layout_masks(masks, TokenLayout.unet(original_shape, tokens))
 
 
-class IPAdapterPatch:
-    """attn2 replacement: `attention(q, k, v) + sum over prompts of the image attention`."""
+@dataclass(frozen=True)
+class QueryCall:
+    """What one hook call tells about its query besides q itself."""
 
-    def __init__(self, arch, prompts, attention, base_patches=None, models=()):
-        self.arch = arch
+    heads: int
+    chunks: tuple  # cond_or_uncond: 0 cond, 1 uncond, one entry per chunk of the batch
+    sigmas: Optional[torch.Tensor]
+    layout: Optional[TokenLayout]  # needed only where masks apply
+
+
+class ImageAttention:
+    """Every image prompt stacked on one model; adds their attention to a per-head query (any family)."""
+
+    def __init__(self, prompts, models=()):
         self.prompts = tuple(prompts)
-        self.attention = attention
-        self.base_patches = dict(base_patches or {})  # foreign attn2 patches this one wraps, per key
         self._models = tuple(models)
-        self._layer_of = layer_of_key(arch)
         self._active = [p.active_layers() for p in self.prompts]
         self._kv = {}
         self._masks = {}
         self._index = {}
         self._frames = {}
         self._fused = {}
+        self._all_active = frozenset().union(*self._active)
         self._masked_layers = {layer for i, p in enumerate(self.prompts) if p.masks is not None for layer in
                                self._active[i]}
 
-    def keys(self):
-        """The attn2 keys this patch must be installed on."""
-        layers = set().union(*self._active) if self._active else set()
-        return [key for key, layer in self._layer_of.items() if layer in layers]
+    def active_layers(self):
+        """Adapter layers where some prompt acts."""
+        return self._all_active
 
-    def extended(self, prompts, models=(), base_patches=None):
-        """A new patch with more prompts and foreign patches to wrap (this one is left as it is)."""
-        return IPAdapterPatch(self.arch, self.prompts + tuple(prompts), self.attention,
-                              {**self.base_patches, **(base_patches or {})},
-                              self._models + tuple(m for m in models if m not in self._models))
+    def masked(self, layer):
+        """Whether some prompt's mask applies on this layer (the caller then gives a TokenLayout)."""
+        return layer in self._masked_layers
 
     def models(self):
         return list(self._models)
@@ -163,42 +208,26 @@ class IPAdapterPatch:
     def to(self, device):
         return self
 
-    def __call__(self, q, k, v, extra_options):
-        key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
-        base = self.base_patches.get(key) or self.base_patches.get(key[:2])  # ComfyUI also matches (block, id)
-        if base is not None:
-            out = base(q, k, v, extra_options)
-        else:
-            out = self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
-                                 transformer_options=extra_options)
-        layer = self._layer_of.get(key)
-        if layer is None:
-            return out
-        groups = self._fused_groups(layer, q, extra_options)
-        if not groups:
-            return out
-        # accumulate in place into the attention output we just made; a foreign patch's output (which it might
-        # keep) or an odd one gets the image term added as a separate tensor instead
-        own = base is None and out.is_contiguous() and out.dtype == q.dtype and not out.requires_grad
-        image = out if own else torch.zeros(q.shape, device=q.device, dtype=q.dtype)
+    def add_image_attention(self, out_heads, q_heads, layer, call, only=None):
+        """out_heads += the image attention of the prompts on layer (all, or the indices in `only`); both
+        (B, heads, N, head_dim). False if none."""
+        groups = self._fused_groups(layer, q_heads, call, only)
         for group in groups:
-            self._add_image_attention(image, q, group, extra_options)
-        return out if own else out + image
+            self._add_group(out_heads, q_heads, group, call.sigmas)
+        return bool(groups)
 
-    def _layer_kv(self, i, prompt, layer, device, dtype):
-        key = (i, layer, device, dtype)
+    def _layer_kv(self, i, prompt, layer, device, dtype, head_dim):
+        key = (i, layer, device, dtype, head_dim)
         hit = self._kv.get(key)
         if hit is None:
-            module = prompt.weights.ip_adapter[str(2 * layer + 1)]
-            kw = module.to_k_ip.weight.to(device, dtype)
-            vw = module.to_v_ip.weight.to(device, dtype)
+            kv = prompt.weights.kv_projection(layer).to(device, dtype)
             cond = prompt.cond.to(device, dtype)
             if layer in prompt.inverted_layers:
                 cond, uncond = torch.zeros_like(cond), cond
             else:
                 uncond = prompt.uncond.to(device, dtype)
-            kc, vc = scaled_kv(prompt, layer, cond, kw, vw)
-            ku, vu = scaled_kv(prompt, layer, uncond, kw, vw)
+            kc, vc = scaled_kv(prompt, layer, cond, kv, head_dim)
+            ku, vu = scaled_kv(prompt, layer, uncond, kv, head_dim)
             hit = (torch.stack((kc, ku)), torch.stack((vc, vu)))  # (2, R, T, C): cond, uncond
             self._kv[key] = hit
         return hit
@@ -230,46 +259,44 @@ class IPAdapterPatch:
             self._frames[key] = hit
         return hit
 
-    def _resized_masks(self, i, prompt, original_shape, tokens, device, dtype):
-        key = (i, tuple(original_shape[-2:]), tokens, device, dtype)
+    def _resized_masks(self, i, prompt, layout, device, dtype):
+        key = (i, layout, device, dtype)
         hit = self._masks.get(key)
         if hit is None:
-            hit = resize_masks(prompt.masks.to(device, torch.float32), original_shape, tokens).to(dtype)
+            hit = layout_masks(prompt.masks.to(device, torch.float32), layout).to(dtype)
             self._masks[key] = hit
         return hit
 
-    def _fused_groups(self, layer, q, extra_options):
+    def _fused_groups(self, layer, q_heads, call, only=None):
         """The layer's _FusedGroups for this batch layout (cached: built on the first call only)."""
-        batch, tokens, _ = q.shape
-        chunks = tuple(extra_options.get("cond_or_uncond", [0]))
-        shape = tuple(extra_options["original_shape"][-2:]) if layer in self._masked_layers else None
-        key = (layer, q.device, q.dtype, extra_options["n_heads"], chunks, batch, tokens if shape else None, shape)
+        batch, heads, tokens, head_dim = q_heads.shape
+        layout = call.layout if layer in self._masked_layers else None
+        key = (layer, q_heads.device, q_heads.dtype, heads, head_dim, call.chunks, batch, tokens if layout else None,
+               layout, only)
         hit = self._fused.get(key)
         if hit is None:
-            hit = self._build_groups(layer, q, extra_options, chunks)
+            hit = self._build_groups(layer, q_heads, call.chunks, layout, only)
             self._fused[key] = hit
         return hit
 
-    def _build_groups(self, layer, q, extra_options, chunks):
-        batch, tokens, width = q.shape
-        heads = extra_options["n_heads"]
-        head_dim = width // heads
+    def _build_groups(self, layer, q_heads, chunks, layout, only=None):
+        batch, heads, tokens, head_dim = q_heads.shape
+        device, dtype = q_heads.device, q_heads.dtype
         by_tokens = {}  # T -> [(k, v, masks, sigma_range)] with k, v (B, units, T, C)
         for i, prompt in enumerate(self.prompts):
-            if layer not in self._active[i]:
+            if layer not in self._active[i] or (only is not None and i not in only):
                 continue
-            k, v = self._layer_kv(i, prompt, layer, q.device, q.dtype)  # (2, R, T, C): cond, uncond
-            rows = self._batch_index(prompt, chunks, batch, q.device)
+            k, v = self._layer_kv(i, prompt, layer, device, dtype, head_dim)  # (2, R, T, C): cond, uncond
+            rows = self._batch_index(prompt, chunks, batch, device)
             if prompt.unfold_batch:  # one reference per latent
                 k, v = k.flatten(0, 1)[rows].unsqueeze(1), v.flatten(0, 1)[rows].unsqueeze(1)
             else:  # every reference for every latent, one softmax each
                 k, v = k[rows], v[rows]
             if prompt.frame_weights is not None:  # per-latent weight: static for this batch layout, so into V
-                v = v * self._frame_scale(i, prompt, chunks, batch, q.device, q.dtype).view(batch, 1, 1, 1)
+                v = v * self._frame_scale(i, prompt, chunks, batch, device, dtype).view(batch, 1, 1, 1)
             masks = None
             if prompt.masks is not None:
-                resized = self._resized_masks(i, prompt, extra_options["original_shape"], tokens, q.device,
-                                              torch.float32)  # (R, N)
+                resized = self._resized_masks(i, prompt, layout, device, torch.float32)  # (R, N)
                 masks = resized[rows % prompt.references].unsqueeze(-1) if prompt.unfold_batch else \
                     resized.t().unsqueeze(0)  # (B, N, 1) / (1, N, R)
             by_tokens.setdefault(k.shape[2], []).append((k, v, masks, prompt.sigma_range))
@@ -283,7 +310,7 @@ class IPAdapterPatch:
             masks = None
             if any(m[2] is not None for m in members):
                 mask_batch = max(m[2].shape[0] for m in members if m[2] is not None)
-                masks = torch.cat([(m[2] if m[2] is not None else torch.ones(1, tokens, m[0].shape[1], device=q.device))
+                masks = torch.cat([(m[2] if m[2] is not None else torch.ones(1, tokens, m[0].shape[1], device=device))
                                    .expand(mask_batch, -1, -1) for m in members], dim=-1).contiguous()
             gates = None
             if any(m[3] is not None for m in members):
@@ -295,14 +322,12 @@ class IPAdapterPatch:
             groups.append(_FusedGroup(count, units, heads, v, k.unbind(0), v.unbind(0), mask_rows, gates))
         return tuple(groups)
 
-    def _add_image_attention(self, out, q, group, extra_options):
-        """out += the group's image attention, per batch row on strided per-head views of q and out."""
-        batch, tokens, width = q.shape
-        heads, units, count = group.heads, group.units, group.tokens
-        head_dim = width // heads
+    def _add_group(self, out_heads, q_heads, group, sigmas):
+        """out_heads += the group's image attention, per batch row on strided per-head views."""
+        batch, heads, tokens, head_dim = q_heads.shape
+        units, count = group.units, group.tokens
         v_rows = group.v_rows
         if group.gates is not None:  # start/end: a 0/1 gate per batch row and prompt, folded into V
-            sigmas = extra_options["sigmas"]
             columns = []
             for sigma_range, n in group.gates:
                 if sigma_range is None:
@@ -315,12 +340,58 @@ class IPAdapterPatch:
             gate = torch.cat(columns, dim=1).view(batch, 1, units, 1, 1)
             v = group.v.view(batch, heads, units, count, head_dim) * gate
             v_rows = v.view(batch, heads, units * count, head_dim).unbind(0)
-        q_rows = q.reshape(batch, tokens, heads, head_dim).transpose(1, 2).unbind(0)  # (heads, N, head_dim) views
-        out_heads = out.view(batch, tokens, heads, head_dim).transpose(1, 2)  # rows by index: written in place
-        in_place = not (q.requires_grad and torch.is_grad_enabled())  # autograd needs the probabilities kept
+        q_rows = q_heads.unbind(0)  # (heads, N, head_dim) views
+        in_place = not (q_heads.requires_grad and torch.is_grad_enabled())  # autograd needs the probabilities kept
         for b in range(batch):
             scores = torch.bmm(q_rows[b], group.k_rows[b])  # (heads, N, U*T)
             probs = _group_softmax(scores.view(heads, tokens, units, count), in_place)
             if group.mask_rows is not None:
                 probs = probs.mul_(group.mask_rows[b]) if in_place else probs * group.mask_rows[b]
-            out_heads[b].baddbmm_(probs.view(heads, tokens, units * count).to(out.dtype), v_rows[b])
+            out_heads[b].baddbmm_(probs.view(heads, tokens, units * count).to(out_heads.dtype), v_rows[b])
+
+
+class IPAdapterPatch(ImageAttention):
+    """attn2 replacement (UNet families): `attention(q, k, v) + sum over prompts of the image attention`."""
+
+    def __init__(self, arch, prompts, attention, base_patches=None, models=()):
+        from .families import get as family  # noqa: PLC0415  (families import this module)
+
+        super().__init__(prompts, models)
+        self.arch = arch
+        self.attention = attention
+        self.base_patches = dict(base_patches or {})  # foreign attn2 patches this one wraps, per key
+        self._layer_of = {key: i for i, key in enumerate(family(arch).keys())}
+
+    def keys(self):
+        """The attn2 keys this patch must be installed on."""
+        layers = self.active_layers()
+        return [key for key, layer in self._layer_of.items() if layer in layers]
+
+    def extended(self, prompts, models=(), base_patches=None):
+        """A new patch with more prompts and foreign patches to wrap (this one is left as it is)."""
+        return IPAdapterPatch(self.arch, self.prompts + tuple(prompts), self.attention,
+                              {**self.base_patches, **(base_patches or {})},
+                              self._models + tuple(m for m in models if m not in self._models))
+
+    def __call__(self, q, k, v, extra_options):
+        key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
+        base = self.base_patches.get(key) or self.base_patches.get(key[:2])  # ComfyUI also matches (block, id)
+        if base is not None:
+            out = base(q, k, v, extra_options)
+        else:
+            out = self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                                 transformer_options=extra_options)
+        layer = self._layer_of.get(key)
+        if layer is None or layer not in self.active_layers():
+            return out
+        batch, tokens, width = q.shape
+        heads = extra_options["n_heads"]
+        layout = TokenLayout.unet(extra_options["original_shape"], tokens) if self.masked(layer) else None
+        call = QueryCall(heads, tuple(extra_options.get("cond_or_uncond", [0])), extra_options.get("sigmas"), layout)
+        q_heads = q.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
+        # accumulate in place into the attention output we just made; a foreign patch's output (which it might
+        # keep) or an odd one gets the image term added as a separate tensor instead
+        own = base is None and out.is_contiguous() and out.dtype == q.dtype and not out.requires_grad
+        image = out if own else torch.zeros(q.shape, device=q.device, dtype=q.dtype)
+        added = self.add_image_attention(image.view(batch, tokens, heads, -1).transpose(1, 2), q_heads, layer, call)
+        return out if own or not added else out + image

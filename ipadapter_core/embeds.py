@@ -26,19 +26,24 @@ def combine(embeds, method):
     return (embeds / embeds.norm(dim=0, keepdim=True)).mean(dim=0, keepdim=True)
 
 
+ENCODER_HINT = ("Load the matching CLIP vision file (ViT-H for SD1.5 and *_vit-h adapters, ViT-bigG for "
+                "ip-adapter_sdxl and ip-adapter_sd15_vit-G, CLIP ViT-L/14 for XLabs Flux adapters, SigLIP "
+                "so400m-patch14-384 for the InstantX Flux adapter).")
+
+
 def check_encoder(spec, embeds, adapter_name):
     """Raise IncompatibleModelError when the encoder output width is not what the adapter was trained on."""
     width = embeds.shape[-1]
-    expected_ndim = 2 if spec.clip_output == "image_embeds" else 3
+    expected_ndim = 2 if spec.clip_output in ("image_embeds", "pooled") else 3
     if spec.clip_dim is not None and embeds.ndim != expected_ndim:
         raise IncompatibleModelError(
-            f"{adapter_name} takes {spec.clip_output} ({expected_ndim}-D), but the embeds are {embeds.ndim}-D "
-            f"{tuple(embeds.shape)}: they were encoded for another kind of adapter. Encode them again with this one.")
+            f"{adapter_name} takes {spec.clip_output} ({expected_ndim}-D) of {spec.encoder_name()}, but the embeds "
+            f"are {embeds.ndim}-D {tuple(embeds.shape)}: they come from another CLIP vision model or were encoded "
+            f"for another kind of adapter. {ENCODER_HINT}")
     if spec.clip_dim is not None and width != spec.clip_dim:
         raise IncompatibleModelError(
             f"{adapter_name} needs {spec.encoder_name()} ({spec.clip_output} of width {spec.clip_dim}), but the "
-            f"CLIP vision model gave width {width}. Load the matching CLIP vision file (ViT-H for SD1.5 and *_vit-h "
-            "adapters, ViT-bigG for ip-adapter_sdxl and ip-adapter_sd15_vit-G).")
+            f"CLIP vision model gave width {width}. {ENCODER_HINT}")
 
 
 def join(tokens, method):

@@ -3,10 +3,11 @@ import re
 from dataclasses import dataclass
 from typing import Optional
 
+from . import families
 from .errors import UnknownFormatError
 
 HEAD_DIM = 64  # attention head size of every released resampler; not stored in the files
-ARCH_BY_LAYERS = {16: "SD1.5", 70: "SDXL"}
+INSTANTX_KV_RMS_EPS = 1e-5  # InstantX's K/V RMSNorm (no affine, so not in the file)
 # Known encoder widths, only for messages: image_embeds size and hidden-state size.
 ENCODER_NAMES = {
     ("image_embeds", 1024): "CLIP-ViT-H-14",
@@ -15,17 +16,19 @@ ENCODER_NAMES = {
     ("hidden", 1280): "CLIP-ViT-H-14",
     ("hidden", 1664): "CLIP-ViT-bigG-14",
     ("hidden", 1024): "CLIP-ViT-L-14 (336px for Kolors)",
+    ("pooled", 1152): "SigLIP so400m-patch14-384 (pooled output)",
 }
+CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled"}  # other CLIP kinds read penultimate hidden states
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
     """What an IP-Adapter file is, as far as its tensors tell."""
 
-    kind: str  # linear | mlp | resampler | faceid | faceid_plus
-    arch: str  # SD1.5 | SDXL (named by cross-attention layer count)
-    cross_dim: int  # width of the image tokens (= the UNet's context width)
-    layer_widths: tuple  # query width of each cross-attention layer, diffusers order
+    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp
+    arch: str  # the model family (families.FAMILIES): SD1.5 | SDXL | Flux
+    cross_dim: int  # width of the image tokens (= the model's text context width)
+    layer_widths: tuple  # query width of each adapter layer, in the family's layer order
     tokens: Optional[int]  # image tokens per reference; None: one per encoder token (full-face MLP)
     clip_dim: Optional[int] = None  # width read from the CLIP-vision output (None: no CLIP input)
     id_dim: Optional[int] = None  # InsightFace embedding width (FaceID kinds)
@@ -34,6 +37,10 @@ class AdapterSpec:
     resampler_heads: Optional[int] = None
     ff_mult: Optional[int] = None
     lora_rank: int = 0
+    layout: str = "tencent"  # tencent (image_proj / ip_adapter.N) | xlabs (ip_adapter_proj_model / double_blocks)
+    kv_bias: bool = False  # image K/V projections have a bias (XLabs)
+    kv_rms_eps: Optional[float] = None  # image K/V RMS-normalised per head (InstantX Flux)
+    injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output
 
     @property
     def num_layers(self):
@@ -44,18 +51,19 @@ class AdapterSpec:
         """Which CLIP-vision output feeds the projection."""
         if self.clip_dim is None:
             return None
-        return "image_embeds" if self.kind == "linear" else "penultimate_hidden_states"
+        return CLIP_OUTPUTS.get(self.kind, "penultimate_hidden_states")
 
     def encoder_name(self):
         """A human name for the CLIP-vision encoder this adapter needs."""
         if self.clip_dim is None:
             return "none (InsightFace only)"
-        key = ("image_embeds" if self.kind == "linear" else "hidden", self.clip_dim)
+        output = self.clip_output
+        key = ("hidden" if output == "penultimate_hidden_states" else output, self.clip_dim)
         return ENCODER_NAMES.get(key, f"a CLIP-vision encoder with {self.clip_output} of width {self.clip_dim}")
 
     def describe(self):
-        return (f"{self.arch} {self.kind} adapter, {self.tokens or 'per-token'} image tokens, cross-attention width "
-                f"{self.cross_dim}, encoder {self.encoder_name()}")
+        return (f"{self.arch} {self.kind} adapter, {self.tokens or 'per-token'} image tokens, {self.num_layers} "
+                f"layers, context width {self.cross_dim}, encoder {self.encoder_name()}")
 
 
 def _shape(group, key, name, ndim):
@@ -118,33 +126,80 @@ def _projection(proj, name):
 
 
 _LAYER_KEY = re.compile(r"^(\d+)\.to_([kv])_ip\.weight$")
+_XLABS_KEY = re.compile(r"^(\d+)\.processor\.ip_adapter_double_stream_([kv])_proj\.(weight|bias)$")
 
 
-def _layers(ip, cross, name):
-    """Query widths of the cross-attention layers, checked for the 1, 3, 5, ... numbering."""
+def _numbered_widths(group, pattern, cross, name, group_name):
+    """{layer number: {"k"/"v": width}} of the K/V projections matched by pattern, shapes checked."""
     widths = {}
-    for key, t in ip.items():
-        m = _LAYER_KEY.match(key)
-        if not m:
+    for key, t in group.items():
+        m = pattern.match(key)
+        if not m or (m.lastindex == 3 and m.group(3) != "weight"):
             continue
         if t.ndim != 2 or t.shape[1] != cross or t.shape[0] == 0:
             raise UnknownFormatError(
-                f"{name}: ip_adapter.{key} has shape {tuple(t.shape)}; expected (width, {cross}) to match the "
+                f"{name}: {group_name}.{key} has shape {tuple(t.shape)}; expected (width, {cross}) to match the "
                 f"image projection's token width {cross}. The two halves of the file do not belong together.")
         widths.setdefault(int(m.group(1)), {})[m.group(2)] = t.shape[0]
     if not widths:
-        raise UnknownFormatError(f"{name}: no ip_adapter.N.to_k_ip.weight tensors; not an IP-Adapter file.")
-    expected = list(range(1, 2 * len(widths), 2))
-    if sorted(widths) != expected or any(set(w) != {"k", "v"} or w["k"] != w["v"] for w in widths.values()):
+        raise UnknownFormatError(f"{name}: no image K/V projections under {group_name}.*; not an IP-Adapter file.")
+    return widths
+
+
+def _paired(widths, name, group_name):
+    """The K widths in layer order, once every layer has K and V of one width."""
+    if any(set(w) != {"k", "v"} or w["k"] != w["v"] for w in widths.values()):
+        raise UnknownFormatError(f"{name}: some layers under {group_name}.* lack their K or V projection, or the two "
+                                 "differ in width. The file is truncated or was renamed.")
+    return tuple(widths[n]["k"] for n in sorted(widths))
+
+
+def _family_for(hook, count, name, numbering):
+    family = families.for_layers(hook, count)
+    if family is None:
+        known = ", ".join(f"{n} {f.name}" for f in families.FAMILIES.values() if f.hook == hook
+                          for n in f.adapter_layer_counts)
         raise UnknownFormatError(
-            f"{name}: cross-attention layers are numbered {sorted(widths)[:6]}... with {len(widths)} entries; "
-            "expected to_k_ip and to_v_ip pairs at 1, 3, 5, ... The file is truncated or was renamed.")
+            f"{name}: {count} adapter layers numbered {numbering}; this layout is known for {known}. Other "
+            "architectures need their own adapter release.")
+    return family.name
+
+
+def _layers(ip, cross, name):
+    """Query widths of the layers and the family: 1, 3, 5, ... numbering = UNet attn2, 0, 1, 2, ... = DiT blocks."""
+    widths = _numbered_widths(ip, _LAYER_KEY, cross, name, "ip_adapter")
     count = len(widths)
-    if count not in ARCH_BY_LAYERS:
+    if sorted(widths) == list(range(1, 2 * count, 2)):
+        hook, numbering = "attn2", "1, 3, 5, ..."
+    elif sorted(widths) == list(range(count)):
+        hook, numbering = "dit", "0, 1, 2, ..."
+    else:
         raise UnknownFormatError(
-            f"{name}: {count} cross-attention layers; expected 16 (SD1.5) or 70 (SDXL). Other architectures need "
-            "their own adapter release.")
-    return tuple(widths[n]["k"] for n in expected), ARCH_BY_LAYERS[count]
+            f"{name}: cross-attention layers are numbered {sorted(widths)[:6]}... with {count} entries; "
+            "expected to_k_ip and to_v_ip pairs at 1, 3, 5, ... (UNet releases) or 0, 1, 2, ... (DiT releases). "
+            "The file is truncated or was renamed.")
+    return _paired(widths, name, "ip_adapter"), _family_for(hook, count, name, numbering)
+
+
+def _xlabs(nested, name):
+    """Spec of an XLabs Flux IP-Adapter (ip_adapter_proj_model + double_blocks.N.processor.*)."""
+    fields = _projection(nested["ip_adapter_proj_model"], name)
+    if fields["kind"] != "linear":
+        raise UnknownFormatError(f"{name}: XLabs layout with a {fields['kind']} projection; expected "
+                                 "ip_adapter_proj_model.proj + .norm (a linear projection of CLIP image embeds).")
+    blocks = nested["double_blocks"]
+    widths = _numbered_widths(blocks, _XLABS_KEY, fields["cross_dim"], name, "double_blocks")
+    if sorted(widths) != list(range(len(widths))):
+        raise UnknownFormatError(f"{name}: double_blocks are numbered {sorted(widths)[:6]}...; expected 0, 1, 2, ... "
+                                 "The file is truncated or was renamed.")
+    missing = [f"double_blocks.{n}.processor.ip_adapter_double_stream_{kv}_proj.bias" for n in widths for kv in "kv"
+               if f"{n}.processor.ip_adapter_double_stream_{kv}_proj.bias" not in blocks]
+    if missing:
+        raise UnknownFormatError(f"{name}: {missing[0]} is missing; the XLabs release has biased K/V projections.")
+    layer_widths = _paired(widths, name, "double_blocks")
+    arch = _family_for("dit", len(widths), name, "0, 1, 2, ... (double blocks)")
+    return AdapterSpec(arch=arch, layer_widths=layer_widths, layout="xlabs",
+                       kv_bias=True, injection="block_output", **fields)
 
 
 def _lora_rank(ip):
@@ -153,11 +208,21 @@ def _lora_rank(ip):
 
 
 def detect(nested, name="adapter"):
-    """Read an AdapterSpec from a nested {"image_proj", "ip_adapter"} state dict; raise UnknownFormatError."""
+    """Read an AdapterSpec from a nested state dict of a known layout (loading.LAYOUTS); raise UnknownFormatError."""
+    if isinstance(nested.get("ip_adapter_proj_model"), dict) and isinstance(nested.get("double_blocks"), dict):
+        return _xlabs(nested, name)
     missing = [group for group in ("image_proj", "ip_adapter") if not isinstance(nested.get(group), dict)]
     if missing:
         raise UnknownFormatError(f"{name}: no '{missing[0]}' tensors; expected the IP-Adapter layout with "
                                  "'image_proj.*' and 'ip_adapter.*' weights.")
     fields = _projection(nested["image_proj"], name)
     widths, arch = _layers(nested["ip_adapter"], fields["cross_dim"], name)
-    return AdapterSpec(arch=arch, layer_widths=widths, lora_rank=_lora_rank(nested["ip_adapter"]), **fields)
+    extra = {}
+    if families.get(arch).hook == "dit":
+        if fields["kind"] != "faceid" or "perceiver_resampler.proj_in.weight" in nested["image_proj"]:
+            raise UnknownFormatError(f"{name}: a {arch} adapter with a {fields['kind']} projection; the known {arch} "
+                                     "release of this layout (InstantX) has an MLP projection (proj.0, proj.2, norm).")
+        fields = dict(kind="pooled_mlp", cross_dim=fields["cross_dim"], tokens=fields["tokens"],
+                      clip_dim=fields["id_dim"])
+        extra = dict(kv_rms_eps=INSTANTX_KV_RMS_EPS)
+    return AdapterSpec(arch=arch, layer_widths=widths, lora_rank=_lora_rank(nested["ip_adapter"]), **fields, **extra)

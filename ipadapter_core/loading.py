@@ -9,7 +9,9 @@ from safetensors.torch import load_file
 
 from .errors import CorruptFileError, UnknownFormatError, UnsafeFileError
 
-GROUPS = ("image_proj", "ip_adapter")
+# The two top-level groups of each released layout: tencent's IP-Adapter (also InstantX Flux), and XLabs' Flux one.
+LAYOUTS = (("image_proj", "ip_adapter"), ("ip_adapter_proj_model", "double_blocks"))
+GROUPS = LAYOUTS[0]
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
 
@@ -42,12 +44,21 @@ def read_state_dict(path):
         raise CorruptFileError(f"{name}: cannot read this file ({e}). Download it again.") from e
 
 
+def _layout_groups(sd):
+    """The group names of the layout whose prefixes the keys carry (tencent when none does)."""
+    for groups in LAYOUTS:
+        if all(isinstance(sd.get(g), dict) or any(str(k).startswith(g + ".") for k in sd) for g in groups):
+            return groups
+    return GROUPS
+
+
 def split_groups(sd, name="weights"):
-    """Turn a flat (prefixed) or nested state dict into {"image_proj": {...}, "ip_adapter": {...}}."""
-    if all(isinstance(sd.get(g), dict) for g in GROUPS):
-        nested = {g: dict(sd[g]) for g in GROUPS}
+    """Turn a flat (prefixed) or nested state dict into its two groups, e.g. {"image_proj": ..., "ip_adapter": ...}."""
+    groups = _layout_groups(sd)
+    if all(isinstance(sd.get(g), dict) for g in groups):
+        nested = {g: dict(sd[g]) for g in groups}
     else:
-        nested = {g: {} for g in GROUPS}
+        nested = {g: {} for g in groups}
         for key, value in sd.items():
             group, _, rest = key.partition(".")
             if group in nested and rest:
@@ -57,8 +68,9 @@ def split_groups(sd, name="weights"):
             found = ", ".join(sorted(sd)[:6]) or "nothing"
             raise UnknownFormatError(
                 f"{name}: not an IP-Adapter file: no '{group}' tensors (found keys: {found}). Expected the "
-                "original IP-Adapter layout with 'image_proj.*' and 'ip_adapter.*' weights; a LoRA, ControlNet "
-                "or checkpoint belongs in its own loader.")
+                "original IP-Adapter layout with 'image_proj.*' and 'ip_adapter.*' weights (or XLabs' Flux layout "
+                "with 'ip_adapter_proj_model.*' and 'double_blocks.*'); a LoRA, ControlNet or checkpoint belongs "
+                "in its own loader.")
     return nested
 
 

@@ -5,21 +5,16 @@ odd n its cross-attention (attn2). The FaceID training used LoRA scale 1, so alp
 """
 import torch
 
-from .blocks import patch_keys
+from . import families
 
 PROJECTIONS = {"to_q": "to_q", "to_k": "to_k", "to_v": "to_v", "to_out": "to_out.0"}
 
 
-def module_path(key):
-    """ComfyUI (ldm) path of the transformer block behind an attn2 key."""
-    block, number, index = key
-    prefix = {"input": f"input_blocks.{number}.1", "middle": "middle_block.1", "output": f"output_blocks.{number}.1"}
-    return f"{prefix[block]}.transformer_blocks.{index}"
-
-
 def embedded_lora(ip_adapter_weights, arch):
     """{kohya key: tensor} for every to_*_lora pair in an adapter's ip_adapter state dict ({} if none)."""
-    keys = patch_keys(arch)
+    family = families.get(arch)
+    keys = family.keys()
+    module_path = family.module_path
     out = {}
     for name, tensor in ip_adapter_weights.items():
         slot, _, rest = name.partition(".")

@@ -125,6 +125,8 @@ def build_projection(spec):
                          spec.resampler_heads, spec.ff_mult, spec.tokens)
     if spec.kind == "faceid":
         return FaceIDProjection(spec.id_dim, spec.cross_dim, spec.tokens)
+    if spec.kind == "pooled_mlp":  # InstantX Flux: FaceID's projection layout over a pooled image embedding
+        return FaceIDProjection(spec.clip_dim, spec.cross_dim, spec.tokens)
     if spec.kind == "faceid_plus":
         return FaceIDPlusProjection(spec.id_dim, spec.cross_dim, spec.tokens, spec.clip_dim, spec.resampler_depth,
                                     spec.resampler_heads, spec.ff_mult)

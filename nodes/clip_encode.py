@@ -5,6 +5,7 @@ import comfy.model_management
 import comfy.utils
 
 from ..ipadapter_core.errors import InvalidInputError
+from . import clip_vision as clip_vision_heads
 
 ENCODE_BATCH = 16
 
@@ -31,22 +32,30 @@ def to_rgb(image):
     return image[..., :3]
 
 
+def _output(clip_vision, batch, output):
+    """One CLIP-vision output of an image batch; `pooled` is SigLIP's pooling head over last_hidden_state."""
+    encoded = clip_vision.encode_image(batch, crop=True)
+    if output == "pooled":
+        return clip_vision_heads.pooled(clip_vision, encoded["last_hidden_state"].to(torch.float32))
+    return encoded[output].to(torch.float32)
+
+
 def encode(clip_vision, image, output, what="image"):
-    """The chosen CLIP-vision output for each image: image_embeds (B, E) or penultimate hidden states (B, T, W)."""
+    """The chosen CLIP-vision output for each image: image_embeds / pooled (B, E) or hidden states (B, T, W)."""
     check_images(image, what)
     image = to_rgb(image)
     chunks = []
     bar = comfy.utils.ProgressBar(image.shape[0])
     for start in range(0, image.shape[0], ENCODE_BATCH):
         batch = image[start:start + ENCODE_BATCH]
-        chunks.append(clip_vision.encode_image(batch, crop=True)[output].to(torch.float32))
+        chunks.append(_output(clip_vision, batch, output))
         bar.update(batch.shape[0])
     return torch.cat(chunks).to(comfy.model_management.intermediate_device())
 
 
 def default_negative(clip_vision, output, positive):
-    """The adapter's own negative: zero embeds for image_embeds, a black image's hidden states otherwise."""
-    if output == "image_embeds":
+    """The adapter's own negative: zero embeds for image_embeds / pooled, a black image's hidden states otherwise."""
+    if output in ("image_embeds", "pooled"):
         return torch.zeros_like(positive)
     black = torch.zeros(1, 224, 224, 3)
     return encode(clip_vision, black, output, "negative").expand(positive.shape[0], *positive.shape[1:]).clone()

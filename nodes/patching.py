@@ -6,36 +6,45 @@ import torch
 
 import comfy.ldm.modules.attention
 import comfy.model_management
+import comfy.patcher_extension
 
 from ..ipadapter_core import embeds as core_embeds
-from ..ipadapter_core import weight_types
+from ..ipadapter_core import families
 from ..ipadapter_core.attention import ImagePrompt, IPAdapterPatch
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+from ..ipadapter_core.families import flux as core_flux
+
+WRAPPER_KEY = "ipadapter_kit"
+
+
+def model_family(model):
+    """The family of a MODEL (families.recognise) and its text context width."""
+    diffusion_model = model.model.diffusion_model
+    family = families.recognise(diffusion_model)
+    return family, family.context_dim(diffusion_model)
 
 
 def model_arch(model):
-    """'SD1.5' / 'SDXL' from the number of cross-attention layers of a MODEL, with its context width."""
-    unet = model.model.diffusion_model
-    layers = sum(1 for name, _ in unet.named_modules() if name.endswith(".attn2"))
-    context = model.model.model_config.unet_config.get("context_dim")
-    arch = {16: "SD1.5", 70: "SDXL"}.get(layers)
-    if arch is None:
-        raise IncompatibleModelError(
-            f"this model has {layers} UNet cross-attention layers ({type(model.model).__name__}); IP-Adapter works on "
-            "SD1.5 (16) and SDXL (70) UNets here. Use an SD1.5 or SDXL checkpoint.")
-    return arch, context
+    """(family name, context width) of a MODEL: 'SD1.5', 'SDXL' or 'Flux'."""
+    family, context = model_family(model)
+    return family.name, context
 
 
 def check_model(model, adapter):
-    """Raise IncompatibleModelError for an adapter of another family than the model."""
-    arch, context = model_arch(model)
+    """The model's family; IncompatibleModelError for an adapter of another family or context width."""
+    family, context = model_family(model)
     spec = adapter.spec
-    if spec.arch != arch or spec.cross_dim != context:
+    if spec.arch != family.name or spec.cross_dim != context:
         raise IncompatibleModelError(
-            f"{adapter.name} is an {spec.arch} adapter (context width {spec.cross_dim}) but the model is {arch} "
-            f"(context width {context}). Use the {arch} version of this adapter (e.g. "
-            f"{'ip-adapter_sdxl_vit-h' if arch == 'SDXL' else 'ip-adapter_sd15'}) or an {spec.arch} checkpoint.")
-    return arch
+            f"{adapter.name} is an {spec.arch} adapter (context width {spec.cross_dim}) but the model is "
+            f"{family.name} (context width {context}). Use the {family.name} version of this adapter (e.g. "
+            f"{family.example_adapter}) "
+            f"or an {spec.arch} checkpoint.")
+    widths = {getattr(b, "hidden_size", None) for b in getattr(model.model.diffusion_model, "double_blocks", [])}
+    if family.hook == "dit" and widths != {spec.layer_widths[0]}:
+        raise IncompatibleModelError(f"{adapter.name} projects image K/V to width {spec.layer_widths[0]} but this "
+                                     f"{family.name} model's blocks are {sorted(w for w in widths if w)} wide.")
+    return family
 
 
 def parse_number_list(text, what, count):
@@ -77,12 +86,11 @@ def prepare_masks(attn_mask, count, what="attn_mask", hint=SEPARATE_HINT):
     return mask.float()
 
 
-def layer_weights(arch, weight, weight_type, weight_composition, block_weights):
+def layer_weights(family, weight, weight_type, weight_composition, block_weights, layers):
     """Per-layer weights: free per-block weights (scaled by weight) when given, else the weight type."""
     if block_weights and block_weights.strip():
-        table = weight_types.parse_block_weights(block_weights, arch)
-        return tuple(weight * table[i] for i in range(len(table)))
-    return tuple(weight_types.layer_weights(weight_type, arch, weight, weight_composition))
+        return tuple(weight * w for w in family.parse_block_weights(block_weights))
+    return family.layer_weights(weight_type, weight, weight_composition, layers)
 
 
 def sigma_range(model, start_at, end_at):
@@ -93,21 +101,48 @@ def sigma_range(model, start_at, end_at):
     return float(sampling.percent_to_sigma(start_at)), float(sampling.percent_to_sigma(end_at))
 
 
-def install(model, adapter, prompt, arch):
-    """A clone of model with prompt added to its IP-Adapter patch (other packs' attn2 patches wrapped)."""
+def linear_rows(linear, x, start, stop):
+    """Rows start:stop of a ComfyUI Linear's output; the whole layer runs when ComfyUI casts or patches its weights
+    on the fly (low-VRAM LoRA, fp8), so those stay exact."""
+    cast = getattr(linear, "comfy_cast_weights", False) or getattr(linear, "weight_function", None) or \
+        getattr(linear, "bias_function", None)
+    if cast or linear.weight.device != x.device or linear.weight.dtype != x.dtype:
+        return linear(x)[..., start:stop]
+    return core_flux.default_linear_rows(linear, x, start, stop)
+
+
+def _installed(clone, hook):
+    """(our patch or None, {key: foreign patch}) at a hook of a clone."""
+    replace = clone.model_options["transformer_options"].get("patches_replace", {})
+    existing = replace.get(hook, {})
+    kind = IPAdapterPatch if hook == "attn2" else core_flux.FluxBlockPatch
+    ours = next((p for p in existing.values() if isinstance(p, kind)), None)
+    return ours, {key: p for key, p in existing.items() if not isinstance(p, kind)}
+
+
+def install(model, adapter, prompt, family):
+    """A clone of model with prompt added to its IP-Adapter patch (other packs' patches at those keys wrapped)."""
     clone = model.clone()
     if not prompt.active_layers():
         return clone
-    existing = clone.model_options["transformer_options"].get("patches_replace", {}).get("attn2", {})
-    ours = next((p for p in existing.values() if isinstance(p, IPAdapterPatch)), None)
-    foreign = {key: p for key, p in existing.items() if not isinstance(p, IPAdapterPatch)}
-    if ours is None:
-        patch = IPAdapterPatch(arch, [prompt], comfy.ldm.modules.attention.optimized_attention, foreign,
+    ours, foreign = _installed(clone, family.hook)
+    if ours is not None:
+        patch = ours.extended([prompt], models=[adapter.patcher], base_patches=foreign)
+    elif family.hook == "attn2":
+        patch = IPAdapterPatch(family.name, [prompt], comfy.ldm.modules.attention.optimized_attention, foreign,
                                models=[adapter.patcher])
     else:
-        patch = ours.extended([prompt], models=[adapter.patcher], base_patches=foreign)
-    for block, number, index in patch.keys():
-        clone.set_model_attn2_replace(patch, block, number, index)
+        patch = core_flux.FluxBlockPatch([prompt], model.model.diffusion_model, linear_rows, foreign,
+                                         models=[adapter.patcher])
+    if family.hook == "attn2":
+        for block, number, index in patch.keys():
+            clone.set_model_attn2_replace(patch, block, number, index)
+        return clone
+    for block, number in patch.keys():
+        clone.set_model_patch_replace(patch, "dit", block, number)
+    wrappers = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+    if not clone.get_wrappers(wrappers, WRAPPER_KEY):
+        clone.add_wrapper_with_key(wrappers, WRAPPER_KEY, core_flux.record_latent)
     return clone
 
 
@@ -142,7 +177,7 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
                  reference_weights="", attn_mask=None, unfold_batch=False, frame_weights=None,
                  projector=core_embeds.project):
     """Patched clone of model for embeds cond/uncond: (R, ...) tensors, or tuples of them (FaceID parts)."""
-    arch = check_model(model, adapter)
+    family = check_model(model, adapter)
     if not isinstance(cond, tuple):
         core_embeds.check_encoder(adapter.spec, cond, adapter.name)
         core_embeds.check_encoder(adapter.spec, uncond, adapter.name)
@@ -159,13 +194,14 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
     references = cond_tokens.shape[0]
     prompt = ImagePrompt(
         weights=adapter.weights, cond=cond_tokens, uncond=uncond_tokens,
-        layer_weights=layer_weights(arch, weight, weight_type, weight_composition, block_weights),
+        layer_weights=layer_weights(family, weight, weight_type, weight_composition, block_weights,
+                                    adapter.spec.num_layers),
         ref_weights=tuple(parse_number_list(reference_weights, "reference_weights", references)),
         masks=prepare_masks(attn_mask, references),
-        inverted_layers=frozenset() if block_weights.strip() else weight_types.inverted_layers(weight_type, arch),
+        inverted_layers=frozenset() if block_weights.strip() else family.inverted_layers(weight_type),
         embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch,
         frame_weights=None if frame_weights is None else tuple(float(w) for w in frame_weights))
-    return install(model, adapter, prompt, arch)
+    return install(model, adapter, prompt, family)
 
 
 @dataclasses.dataclass(frozen=True)

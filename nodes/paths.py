@@ -4,15 +4,21 @@ import os
 import folder_paths
 
 MODEL_FOLDERS = ("ipadapter", "insightface")
+# Where the Flux IP-Adapter packs taught users to keep their files (ComfyUI-IPAdapter-Flux, x-flux-comfyui):
+# searched as part of the ipadapter folder, after models/ipadapter.
+LEGACY_IPADAPTER_FOLDERS = ("ipadapter-flux", os.path.join("xlabs", "ipadapters"))
 
 
 def register_model_folders():
     """Add the default folders after any user-configured ones; ipadapter lists weight files only."""
     for name in MODEL_FOLDERS:
-        default = os.path.join(folder_paths.models_dir, name)
+        defaults = [os.path.join(folder_paths.models_dir, name)]
+        if name == "ipadapter":
+            defaults += [os.path.join(folder_paths.models_dir, sub) for sub in LEGACY_IPADAPTER_FOLDERS]
         paths, extensions = folder_paths.folder_names_and_paths.get(name, ([], set()))
-        if default not in paths:
-            paths.append(default)
+        for default in defaults:
+            if default not in paths:
+                paths.append(default)
         if name == "ipadapter":
             extensions = set(extensions) | set(folder_paths.supported_pt_extensions)
         folder_paths.folder_names_and_paths[name] = (paths, extensions)

@@ -7,11 +7,10 @@ import dataclasses
 import re
 
 import folder_paths
-import comfy.clip_vision
 from comfy_api.latest import io
 
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
-from . import model_cache, patching
+from . import clip_vision, model_cache, patching
 from .types import IPAdapter
 
 # preset -> arch -> (adapter file patterns, encoder key); first match wins.
@@ -58,10 +57,7 @@ def load_clip_vision(name):
     """ComfyUI's CLIP vision loader, one copy per file."""
     path = model_cache.resolve("clip_vision", name)
     if path not in _clip_vision_cache:
-        clip = comfy.clip_vision.load(path)
-        if clip is None:
-            raise InvalidInputError(f"{name} is not a CLIP vision model ComfyUI recognises.")
-        _clip_vision_cache[path] = clip
+        _clip_vision_cache[path] = clip_vision.load(path)
     return _clip_vision_cache[path]
 
 

@@ -30,9 +30,23 @@ def test_default_folders_registered(restore_folders):
     folder_paths.folder_names_and_paths.pop("ipadapter", None)
     folder_paths.folder_names_and_paths.pop("insightface", None)
     paths.register_model_folders()
-    for name in ("ipadapter", "insightface"):
-        assert folder_paths.get_folder_paths(name) == [os.path.join(folder_paths.models_dir, name)]
+    models = folder_paths.models_dir
+    assert folder_paths.get_folder_paths("insightface") == [os.path.join(models, "insightface")]
+    assert folder_paths.get_folder_paths("ipadapter") == [  # the Flux packs' folders are searched too
+        os.path.join(models, "ipadapter"), os.path.join(models, "ipadapter-flux"),
+        os.path.join(models, "xlabs", "ipadapters")]
     assert ".safetensors" in folder_paths.folder_names_and_paths["ipadapter"][1]
+
+
+def test_flux_packs_folders_list_their_files(restore_folders, tmp_path, monkeypatch):
+    monkeypatch.setattr(folder_paths, "models_dir", str(tmp_path))
+    for sub, name in (("ipadapter-flux", "ip-adapter.bin"), ("xlabs/ipadapters", "flux-ip-adapter.safetensors")):
+        (tmp_path / sub).mkdir(parents=True)
+        (tmp_path / sub / name).write_bytes(b"")
+    folder_paths.folder_names_and_paths.pop("ipadapter", None)
+    paths.register_model_folders()
+    folder_paths.filename_list_cache.clear()
+    assert {"ip-adapter.bin", "flux-ip-adapter.safetensors"} <= set(folder_paths.get_filename_list("ipadapter"))
 
 
 def test_user_paths_from_extra_model_paths_are_kept_first(restore_folders, tmp_path):
@@ -42,7 +56,7 @@ def test_user_paths_from_extra_model_paths_are_kept_first(restore_folders, tmp_p
     paths.register_model_folders()
     paths.register_model_folders()  # idempotent
     registered = folder_paths.get_folder_paths("ipadapter")
-    assert registered == [str(tmp_path), os.path.join(folder_paths.models_dir, "ipadapter")]
+    assert registered[:2] == [str(tmp_path), os.path.join(folder_paths.models_dir, "ipadapter")]
     folder_paths.filename_list_cache.clear()
     assert "mine.safetensors" in folder_paths.get_filename_list("ipadapter")
 
