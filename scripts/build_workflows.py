@@ -31,6 +31,13 @@ MODEL_URLS = {
     "control_v11p_sd15_canny_fp16.safetensors":
         ("controlnet", f"{HF}/comfyanonymous/ControlNet-v1-1_fp16_safetensors/resolve/main/"
                        "control_v11p_sd15_canny_fp16.safetensors"),
+    "flux1-dev-fp8.safetensors": ("checkpoints", f"{HF}/Comfy-Org/flux1-dev/resolve/main/flux1-dev-fp8.safetensors"),
+    "flux-ip-adapter.safetensors": ("ipadapter", f"{HF}/XLabs-AI/flux-ip-adapter/resolve/main/ip_adapter.safetensors"),
+    "ip-adapter.bin": ("ipadapter", f"{HF}/InstantX/FLUX.1-dev-IP-Adapter/resolve/main/ip-adapter.bin"),
+    "clip-vit-large-patch14.safetensors":
+        ("clip_vision", f"{HF}/openai/clip-vit-large-patch14/resolve/main/model.safetensors"),
+    "siglip-so400m-patch14-384.safetensors":
+        ("clip_vision", f"{HF}/google/siglip-so400m-patch14-384/resolve/main/model.safetensors"),
 }
 PRESET_FILES = {"STANDARD (medium strength)": ["ip-adapter_sd15.safetensors"],
                 "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"],

@@ -176,3 +176,51 @@ for _key in ("pos", "neg"):
     _cl[_key] = (_cl[_key][0], _cl[_key][1], {"clip": ("lora", 1)})
 _cl["sampler"] = (_cl["sampler"][0], _cl["sampler"][1],
                   {**_cl["sampler"][2], "positive": ("control", 0), "negative": ("control", 1)})
+
+FLUX_CKPT = "flux1-dev-fp8.safetensors"
+
+
+def flux_txt2img(model_source, prompt, prefix, **extra_nodes):
+    """The usual Flux dev text-to-image tail (all-in-one checkpoint, guidance 3.5, cfg 1), sampling with model_source."""
+    return {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": FLUX_CKPT}, {}),
+        **extra_nodes,
+        "text": ("CLIPTextEncode", {"text": prompt}, {"clip": ("ckpt", 1)}),
+        "pos": ("FluxGuidance", {"guidance": 3.5}, {"conditioning": ("text", 0)}),
+        "neg": ("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}),
+        "latent": ("EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}, {}),
+        "sampler": ("KSampler", {"seed": 42, "steps": 20, "cfg": 1.0, "sampler_name": "euler", "scheduler": "simple",
+                                 "denoise": 1.0},
+                    {"model": model_source, "positive": ("pos", 0), "negative": ("neg", 0),
+                     "latent_image": ("latent", 0)}),
+        "decode": ("VAEDecode", {}, {"samples": ("sampler", 0), "vae": ("ckpt", 2)}),
+        "save": ("SaveImage", {"filename_prefix": prefix}, {"images": ("decode", 0)}),
+    }
+
+
+WORKFLOWS["flux_ipadapter_xlabs"] = {
+    "description": "Flux.1 dev with XLabs' flux-ip-adapter: the reference image steers the picture. Needs the XLabs "
+                   "adapter in models/ipadapter (or models/xlabs/ipadapters) and CLIP ViT-L/14 in models/clip_vision.",
+    "nodes": flux_txt2img(("apply", 0), "a cozy reading corner, warm light", "flux_ipadapter_xlabs",
+                          ipa_file=("IPAKitModelLoader", {"ipadapter_file": "flux-ip-adapter.safetensors"}, {}),
+                          clip_vision=("CLIPVisionLoader", {"clip_name": "clip-vit-large-patch14.safetensors"}, {}),
+                          reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                          apply=("IPAKitApply", {"weight": 0.9, "weight_type": "linear"},
+                                 {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                  "clip_vision": ("clip_vision", 0)})),
+}
+WORKFLOWS["flux_ipadapter_instantx"] = {
+    "description": "Flux.1 dev with a LoRA and InstantX's FLUX.1-dev-IP-Adapter (SigLIP, 128 image tokens), the "
+                   "image prompt fading out over the last third. Load SigLIP with IPAdapter Kit: Load CLIP Vision: it "
+                   "keeps the pooling head InstantX reads.",
+    "nodes": flux_txt2img(("apply", 0), "a lighthouse at dusk, oil painting", "flux_ipadapter_instantx",
+                          lora=("LoraLoaderModelOnly", {"lora_name": "flux_style_lora.safetensors",
+                                                        "strength_model": 0.8}, {"model": ("ckpt", 0)}),
+                          ipa_file=("IPAKitModelLoader", {"ipadapter_file": "ip-adapter.bin"}, {}),
+                          clip_vision=("IPAKitCLIPVisionLoader",
+                                       {"clip_name": "siglip-so400m-patch14-384.safetensors"}, {}),
+                          reference=("LoadImage", {"image": "reference_b.png"}, {}),
+                          apply=("IPAKitApplyAdvanced", advanced("linear", 0.8, end_at=0.7),
+                                 {"model": ("lora", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                  "clip_vision": ("clip_vision", 0)})),
+}

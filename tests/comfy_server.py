@@ -42,8 +42,10 @@ class ComfyServer:
     def _write_paths_config(self):
         models = self.world / "models"
         lines = ["ipadapter_kit_tests:", f"  base_path: {models}"]
-        lines += [f"  {name}: {name}/" for name in ("checkpoints", "clip_vision", "ipadapter", "insightface",
-                                                    "loras", "controlnet", "vae")]
+        lines += [f"  {name}: {name}/" for name in ("checkpoints", "clip_vision", "insightface", "loras",
+                                                    "controlnet", "vae")]
+        # models/ipadapter plus the Flux packs' folders, as a user who kept them would list them
+        lines += ["  ipadapter: |", "    ipadapter/", "    ipadapter-flux/", "    xlabs/ipadapters/"]
         path = self.work / "extra_model_paths.yaml"
         path.write_text("\n".join(lines) + "\n")
         return path

@@ -68,6 +68,8 @@ def world_paths(world):
 
     for name in ("checkpoints", "clip_vision", "ipadapter", "insightface", "loras", "controlnet"):
         folder_paths.add_model_folder_path(name, str(world / "models" / name))
+    for legacy in paths.LEGACY_IPADAPTER_FOLDERS:  # the Flux packs' folders, as users have them
+        folder_paths.add_model_folder_path("ipadapter", str(world / "models" / legacy))
     paths.register_model_folders()
     folder_paths.filename_list_cache.clear()
     return world
@@ -84,3 +86,22 @@ def sd15(world_paths):
     positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a cat"))
     negative = clip.encode_from_tokens_scheduled(clip.tokenize("blurry"))
     return model, positive, negative
+
+
+@pytest.fixture(scope="session")
+def flux(world_paths):
+    """(model, positive, negative) of the tiny Flux.1-dev checkpoint, in-process, with FluxGuidance 3.5."""
+    import comfy.sd
+    import host_support  # noqa: F401  (registers the tiny model configs)
+    import node_helpers
+
+    from tinymodels.world import CHECKPOINT_FLUX
+
+    path = world_paths / "models" / "checkpoints" / CHECKPOINT_FLUX
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(path))
+
+    def encode(text):
+        cond = clip.encode_from_tokens_scheduled(clip.tokenize(text))
+        return node_helpers.conditioning_set_values(cond, {"guidance": 3.5})
+
+    return model, encode("a photo of a cat"), encode("")

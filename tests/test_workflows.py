@@ -17,8 +17,9 @@ APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced", "IPAKitApplyFaceID", "IPAKi
 def small(workflow, object_info):
     """The same graph at test size: 64x64 latent, 3 steps."""
     workflow = copy.deepcopy(workflow)
-    set_widget(workflow, "EmptyLatentImage", "width", 64, object_info)
-    set_widget(workflow, "EmptyLatentImage", "height", 64, object_info)
+    for latent in {node["type"] for node in workflow["nodes"]} & {"EmptyLatentImage", "EmptySD3LatentImage"}:
+        set_widget(workflow, latent, "width", 64, object_info)
+        set_widget(workflow, latent, "height", 64, object_info)
     set_widget(workflow, "KSampler", "steps", 3, object_info)
     return workflow
 
@@ -48,7 +49,8 @@ def test_there_are_example_workflows():
     names = {p.stem for p in WORKFLOWS}
     assert {"ipadapter_basic", "ipadapter_style_transfer", "ipadapter_composition", "ipadapter_masked_two_subjects",
             "ipadapter_controlnet_lora", "ipadapter_faceid", "ipadapter_style_and_composition",
-            "ipadapter_tiled_non_square", "ipadapter_embeds_save_load", "ipadapter_animation_weights"} <= names
+            "ipadapter_tiled_non_square", "ipadapter_embeds_save_load", "ipadapter_animation_weights",
+            "flux_ipadapter_xlabs", "flux_ipadapter_instantx"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -57,7 +59,8 @@ def test_workflow_runs_and_the_adapter_matters(path, comfy_server, object_info):
     assert validate_widgets(workflow, object_info) == []
     assert any(node["type"] in APPLY_TYPES for node in workflow["nodes"])
     for node in workflow["nodes"]:
-        if node["type"] in ("CheckpointLoaderSimple", "IPAKitModelLoader", "CLIPVisionLoader", "ControlNetLoader"):
+        if node["type"] in ("CheckpointLoaderSimple", "IPAKitModelLoader", "CLIPVisionLoader", "IPAKitCLIPVisionLoader",
+                            "ControlNetLoader"):
             assert node["properties"].get("models"), f"{node['type']} names no model file to download"
     workflow = small(workflow, object_info)
     with_adapter = run_image(comfy_server, workflow, object_info)

@@ -16,6 +16,7 @@ import comfy.clip_vision  # noqa: E402
 import comfy.sd1_clip  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
+import comfy.text_encoders.flux  # noqa: E402
 
 
 class TinySD1ClipModel(comfy.sd1_clip.SD1ClipModel):
@@ -50,13 +51,37 @@ class TinySDXL(comfy.supported_models.SDXL):
     unet_extra_config = dict(tiny_configs.SDXL_HEADS)
 
 
+class TinyFluxClipModel(comfy.text_encoders.flux.FluxClipModel):
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        model_options = {**model_options, "clip_l_model_config": dict(tiny_configs.FLUX_CLIP_L),
+                         "t5xxl_model_config": dict(tiny_configs.FLUX_T5)}
+        super().__init__(device=device, dtype=dtype, model_options=model_options)
+
+
+class TinyFlux(comfy.supported_models.Flux):
+    # Detection reads widths from the file but assumes 24 heads and axes [16, 56, 56]; the extra config fixes those.
+    unet_config = {
+        "image_model": "flux",
+        "guidance_embed": True,
+        "hidden_size": tiny_configs.FLUX_DIT["hidden_size"],
+        "context_in_dim": tiny_configs.FLUX_DIT["context_in_dim"],
+    }
+    unet_extra_config = {"num_heads": tiny_configs.FLUX_DIT["num_heads"], "axes_dim": tiny_configs.FLUX_DIT["axes_dim"]}
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.FluxTokenizer, TinyFluxClipModel)
+
+
 def _tiny_clip_vision_config(sd):
     """Return a config for a tiny CLIP-vision state dict, or None for anything else."""
     key = "vision_model.encoder.layers.0.layer_norm1.weight"
     if key not in sd or sd[key].shape[0] > 64:
         return None
+    positions = sd["vision_model.embeddings.position_embedding.weight"].shape[0]
     for config in tiny_configs.CLIP_VISION.values():
-        if config["hidden_size"] == sd[key].shape[0]:
+        class_token = config["model_type"] != "siglip_vision_model"
+        tokens = (config["image_size"] // config["patch_size"]) ** 2 + class_token
+        if config["hidden_size"] == sd[key].shape[0] and tokens == positions:
             return config
     return None
 
@@ -81,7 +106,7 @@ def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
 
 
 if TinySD15 not in comfy.supported_models.models:
-    comfy.supported_models.models[:0] = [TinySD15, TinySDXL]
+    comfy.supported_models.models[:0] = [TinySD15, TinySDXL, TinyFlux]
     comfy.clip_vision.load_clipvision_from_sd = load_clipvision_from_sd
     logging.info("ipadapter-kit test support: tiny model configs registered")
 

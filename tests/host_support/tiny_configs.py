@@ -1,4 +1,4 @@
-"""Shapes of the tiny test models: the real block layouts of SD1.5 and SDXL with small widths."""
+"""Shapes of the tiny test models: the real block layouts of SD1.5, SDXL and Flux.1 with small widths."""
 
 SD15_UNET = {
     "in_channels": 4,
@@ -78,9 +78,60 @@ def clip_vision_config(hidden_size, projection_dim, num_hidden_layers=2, image_s
     }
 
 
+# SigLIP so400m stand-in: no class token (729 tokens at 384/14), no projection; image_embeds are the tokens.
+SIGLIP_384 = {
+    "hidden_act": "gelu_pytorch_tanh",
+    "hidden_size": 44,
+    "image_size": 384,
+    "intermediate_size": 88,
+    "layer_norm_eps": 1e-06,
+    "model_type": "siglip_vision_model",
+    "num_attention_heads": 2,
+    "num_channels": 3,
+    "num_hidden_layers": 2,
+    "patch_size": 14,
+    "image_mean": [0.5, 0.5, 0.5],
+    "image_std": [0.5, 0.5, 0.5],
+}
+
 # Stand-ins for the encoders users own; embed sizes differ so family mismatches are detectable.
 CLIP_VISION = {
     "vit-h": clip_vision_config(hidden_size=32, projection_dim=24),
     "vit-bigg": clip_vision_config(hidden_size=40, projection_dim=28),
     "vit-l-336": clip_vision_config(hidden_size=36, projection_dim=20, image_size=336),  # Kolors' encoder
+    "vit-l": {**clip_vision_config(hidden_size=24, projection_dim=16), "hidden_act": "quick_gelu"},  # XLabs Flux
+    "siglip-384": SIGLIP_384,  # InstantX Flux
+}
+
+# Flux.1-dev: the real 19 double / 38 single blocks with width 64 (2 heads of 32). ComfyUI counts
+# in_channels per latent channel: img_in sees 16 * 2 * 2 = 64 features.
+FLUX_DIT = {
+    "image_model": "flux",
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": 2,
+    "vec_in_dim": 32,
+    "context_in_dim": 48,
+    "hidden_size": 64,
+    "mlp_ratio": 4.0,
+    "num_heads": 2,
+    "depth": 19,
+    "depth_single_blocks": 38,
+    "axes_dim": [4, 14, 14],
+    "theta": 10000,
+    "qkv_bias": True,
+    "guidance_embed": True,
+}
+FLUX_CLIP_L = {**SD15_TEXT, "hidden_size": FLUX_DIT["vec_in_dim"], "projection_dim": FLUX_DIT["vec_in_dim"],
+               "intermediate_size": 64}
+FLUX_T5 = {
+    "d_ff": 96,
+    "d_kv": 24,
+    "d_model": FLUX_DIT["context_in_dim"],
+    "dense_act_fn": "gelu_pytorch_tanh",
+    "is_gated_act": True,
+    "model_type": "t5",
+    "num_heads": 2,
+    "num_layers": 2,
+    "vocab_size": 32128,
 }

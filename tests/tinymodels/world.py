@@ -8,16 +8,23 @@ import torch
 from safetensors.torch import save_file
 from PIL import Image
 
-from tinymodels import comfy_models, extras, insightface_pack, ipadapter_files
+from tinymodels import comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, ipadapter_files
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "2"
+VERSION = "3"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 CLIP_VISION_FILES = {
     "vit-h": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
     "vit-bigg": "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
     "vit-l-336": "clip-vit-large-patch14-336.bin",
 }
+CHECKPOINT_FLUX = "flux1-dev-fp8.safetensors"  # the all-in-one Flux dev checkpoint users load
+FLUX_CLIP_VISION_FILES = {  # the encoders of the XLabs and InstantX Flux IP-Adapters
+    "vit-l": "clip-vit-large-patch14.safetensors",
+    "siglip-384": "siglip-so400m-patch14-384.safetensors",
+}
+FLUX_LORA = "flux_style_lora.safetensors"
+FLUX_CONTROLNET = "flux-canny-controlnet-tiny.safetensors"
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
 EMBEDS_FILE = "reference_embeds.safetensors"  # penultimate hidden states of the tiny ViT-H (plus adapters)
@@ -70,6 +77,12 @@ def build(root):
     extras.write_lora(models / "loras" / "style_lora_sd15.safetensors")
     for i, name in enumerate(FACEID_LORAS):
         extras.write_lora(models / "loras" / name, seed=20 + i, unet_only=True)
+    flux_models.write_flux_checkpoint(models / "checkpoints" / CHECKPOINT_FLUX)
+    comfy_models.write_clip_vision(models / "clip_vision" / FLUX_CLIP_VISION_FILES["vit-l"], "vit-l", seed=110)
+    flux_models.write_siglip(models / "clip_vision" / FLUX_CLIP_VISION_FILES["siglip-384"], seed=111)
+    flux_adapter_files.write_all(models, seed=120)
+    flux_models.write_flux_lora(models / "loras" / FLUX_LORA, seed=130)
+    flux_models.write_flux_controlnet(models / "controlnet" / FLUX_CONTROLNET, seed=140)
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)
