@@ -1,14 +1,17 @@
-"""The converter: plans each IPAdapter_plus node's replacement from mapping.RULES, then rewrites the graph.
+"""The converter: plans each source node's replacement from mapping.RULES, then rewrites the graph.
 
-Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API
-prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept.
+Source nodes are those of ComfyUI_IPAdapter_plus and of the Flux IP-Adapter packs (x-flux-comfyui,
+ComfyUI-IPAdapter-Flux). Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also
+their subgraphs) and API prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes
+are kept; nodes a rule adds (the Flux loaders' CLIP vision loader) get new ids.
 """
 import copy
 import json
+from collections import namedtuple
 from dataclasses import dataclass, field
 
 from . import mapping
-from .mapping import ANY, LOSSY, NOTE, RULES, SOURCES, TARGETS
+from .mapping import ANY, LOSSY, NOTE, NOTED, PACK_OF, PLUS, RULES, SOURCES, TARGETS
 
 UNMAPPED = "unmapped"
 REROUTE = "Reroute"
@@ -26,20 +29,25 @@ class Conversion:
 
     @property
     def exit_code(self):
-        """0 when every IPAdapter_plus node mapped without a lossy change, else 2."""
+        """0 when every source node mapped without a lossy change, else 2."""
         return 2 if self.unmapped or self.lossy else 0
+
+
+# The node a plan adds as `name` (mapping.Rule.adds) next to the converted node `owner`: an origin in add_links.
+Added = namedtuple("Added", "owner name")
 
 
 @dataclass
 class Plan:
-    """What one IPAdapter_plus node becomes."""
+    """What one source node becomes."""
 
     source: str
     target: str
     widgets: dict  # our widget name -> value (every widget of the target)
     input_map: dict = field(default_factory=dict)  # their linked input name -> our input name, or None (dropped)
-    add_links: dict = field(default_factory=dict)  # our input name -> (source node id, source slot)
+    add_links: dict = field(default_factory=dict)  # our input name -> (source node id or Added, source slot)
     rule_key: str = ""  # the RULES entry used (a variant's key when one applied)
+    extras: dict = field(default_factory=dict)  # Rule.adds name -> (target, {widget: value}, what) it may add
 
     def output_slot(self, slot):
         """Our output slot for their output slot, or None when that output has no counterpart."""
@@ -109,7 +117,7 @@ class NodeView:
         self.widgets = widgets  # their widget name -> value
         self.linked = linked  # their input name -> (source id, source slot)
         self.problem = problem  # why the node cannot be read (widget layout mismatch), or None
-        self.touches_plus = False  # whether it has an IPAdapter_plus socket type (unknown nodes are reported then)
+        self.touches = set()  # the source packs whose socket types it has (unknown nodes are reported then)
 
     def source(self, name):
         """(node id, slot) feeding input `name`, through reroutes, or None."""
@@ -142,7 +150,7 @@ def is_faceid_adapter(view):
 
 
 def plan_node(view, report, where):
-    """The Plan for one IPAdapter_plus node (a variant rule when its condition holds); findings go to the report."""
+    """The Plan for one source node (a variant rule when its condition holds); findings go to the report."""
     key = view.type
     rule = RULES[key]
     for condition, variant in rule.variants:
@@ -155,12 +163,19 @@ def plan_node(view, report, where):
     report.add("mapped", where, f"{view.type} -> {target}")
     widgets = {spec["name"]: spec["default"] for spec in target_widgets(target)}
     plan = Plan(source=view.type, target=target, widgets=widgets, rule_key=key)
+    # Their widgets a hook or an added node reads instead of a widget here.
+    taken = {name for hook in rule.hooks for name in HOOK_WIDGETS.get(hook, ())}
+    taken |= {theirs for extra in rule.adds.values() for theirs in extra.widgets.values()}
 
     for name, value in view.widgets.items():
         ours = rule.rename.get(name, name)
+        if name in taken:
+            continue
         if name in rule.drop:
             harmless, why = rule.drop[name]
-            if ANY not in harmless and value not in harmless:
+            if NOTED in harmless:
+                report.add(NOTE, here, f"{name} {value!r} dropped: {why}")
+            elif ANY not in harmless and value not in harmless:
                 report.add(LOSSY, here, f"{name} {value!r} dropped: {why}")
             continue
         spec = target_spec(target, ours)
@@ -177,11 +192,31 @@ def plan_node(view, report, where):
         widgets[ours] = value
     for ours, value in rule.fixed.items():
         widgets[ours] = value
+    for extra_name, extra in rule.adds.items():
+        values = {spec["name"]: spec["default"] for spec in target_widgets(extra.target)}
+        for ours, theirs in extra.widgets.items():
+            if theirs not in view.widgets:
+                continue
+            value = view.widgets[theirs]
+            if ours in extra.values:
+                value, message = extra.values[ours](value)
+                if message:
+                    report.add(message[0], here, message[1])
+            value, problem = checked(target_spec(extra.target, ours), value)
+            if problem:
+                report.add(LOSSY, here, f"{theirs} (now {ours} of {extra.target}): {problem}")
+            values[ours] = value
+        plan.extras[extra_name] = (extra.target, values, extra.what)
 
     owned = {name for hook in rule.hooks for name in HOOK_INPUTS.get(hook, ())}
     for name in view.linked:
         ours = rule.rename.get(name, name)
         if name in owned:
+            continue
+        if name in taken:
+            plan.input_map[name] = None
+            report.add(LOSSY, here, f"link to {name} removed: its value saved in the workflow "
+                                    f"({view.widgets.get(name)!r}) was used")
             continue
         if name in rule.drop:
             harmless, why = rule.drop[name]
@@ -268,17 +303,72 @@ def hook_sharpening(view, plan, report, here):
                                "IPAdapter_plus (similar, not identical)")
 
 
+def hook_clip_vision_from_loader(view, plan, report, here):
+    """The Flux packs' loaders also loaded the image encoder: link the CLIP vision loader added for the loader."""
+    if "clip_vision" in plan.input_map.values():
+        return
+    theirs = next((name for name, ours in plan.input_map.items() if ours == "ipadapter"), None)
+    src = view.source(theirs) if theirs else None
+    rule = RULES.get(view.graph.type_of(src[0])) if src else None
+    if rule is not None and "clip_vision" in rule.adds and src[1] == 0:
+        plan.add_links["clip_vision"] = (Added(src[0], "clip_vision"), 0)
+    else:
+        report.add(LOSSY, here, "clip_vision is not connected and no Flux IP-Adapter loader feeds this node: "
+                                "connect a Load CLIP Vision node (IPAdapter Kit: Load CLIP Vision for InstantX's "
+                                "SigLIP) to it")
+
+
+def _number(view, name, default, report, here):
+    value = view.widgets.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        report.add(LOSSY, here, f"{name} {value!r} is not a number; {default!r} is used")
+        return default
+    return value
+
+
+def hook_xlabs_block_strengths(view, plan, report, here):
+    """x-flux-comfyui's per-double-block strength schedule as Flux block_weights (weight is 1.0)."""
+    begin = _number(view, "begin_strength", 0.0, report, here)
+    end = _number(view, "end_strength", 1.0, report, here)
+    smoothing = view.widgets.get("smothing_type", mapping.XLABS_SMOOTHING[0])
+    if smoothing not in mapping.XLABS_SMOOTHING:
+        report.add(LOSSY, here, f"smothing_type {smoothing!r} is not one of {list(mapping.XLABS_SMOOTHING)}; "
+                                "'Linear' is used")
+        smoothing = "Linear"
+    strengths = mapping.xlabs_block_strengths(begin, end, smoothing)
+    plan.widgets["block_weights"] = mapping.flux_double_block_weights(strengths)
+
+
+def hook_instantx_weight_ramp(view, plan, report, here):
+    """ComfyUI-IPAdapter-Flux's advanced apply ramps the weight per step; here the weight is one number."""
+    start = _number(view, "weight_start", 0.0, report, here)
+    end = _number(view, "weight_end", 1.0, report, here)
+    steps = int(_number(view, "steps", 10, report, here))
+    weight, problem = checked(target_spec(plan.target, "weight"), mapping.instantx_ramp_mean(start, end, steps))
+    plan.widgets["weight"] = weight
+    if start != end and steps > 1:
+        report.add(LOSSY, here, f"the weight ramps from {start} to {end} over their first {steps} steps (then stays "
+                                f"at {end}); this pack has no per-step weight: weight {weight} (the ramp's mean) "
+                                "is used")
+    elif problem:
+        report.add(LOSSY, here, f"weight: {problem}")
+
+
 HOOK_INPUTS = {"neg_embed": ("neg_embed",)}  # linked inputs a hook decides about
+HOOK_WIDGETS = {"xlabs_block_strengths": ("begin_strength", "end_strength", "smothing_type"),  # widgets a hook reads
+                "instantx_weight_ramp": ("weight_start", "weight_end", "steps")}
 HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weight,
-         "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening}
+         "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening,
+         "clip_vision_from_loader": hook_clip_vision_from_loader,
+         "xlabs_block_strengths": hook_xlabs_block_strengths, "instantx_weight_ramp": hook_instantx_weight_ramp}
 
 
 # ---------------------------------------------------------------------------------------------------------------
 VIRTUAL = ("Reroute", "Note", "MarkdownNote", "PrimitiveNode")
 
 
-def classify(kind, touches_plus):
-    """'rule', 'not_mapped', 'foreign' (unknown node touching IPAdapter_plus objects), or None (left alone)."""
+def classify(kind, touches):
+    """'rule', 'not_mapped', 'foreign' (unknown node touching a source pack's objects), or None (left alone)."""
     if kind in VIRTUAL:
         return None
     if kind in RULES:
@@ -287,9 +377,17 @@ def classify(kind, touches_plus):
         return "not_mapped"
     if kind.startswith("IPAKit"):
         return None
-    if touches_plus or "ipadapter" in kind.lower() or "ipaadapter" in kind.lower():
+    if touches or "ipadapter" in kind.lower() or "ipaadapter" in kind.lower():
         return "foreign"
     return None
+
+
+def _foreign_message(touches):
+    packs = sorted(touches - {PLUS}) if touches - {PLUS} else [PLUS]
+    names = " / ".join(packs)
+    objects = "IPAdapter_plus objects" if packs == [PLUS] else "their IP-Adapter objects"
+    return (f"left as it is: not an {names} node this converter knows, and it uses {objects}, which the nodes "
+            "here do not produce")
 
 
 def plan_graph(views, report, label):
@@ -297,7 +395,7 @@ def plan_graph(views, report, label):
     plans, others = {}, []
     for view in views:
         where = f"{label}node {view.id}"
-        kind = classify(view.type, view.touches_plus)
+        kind = classify(view.type, view.touches)
         if kind == "rule":
             if view.problem:
                 report.add(UNMAPPED, f"{where} {view.type}", f"left as it is: {view.problem}")
@@ -306,12 +404,67 @@ def plan_graph(views, report, label):
         elif kind == "not_mapped":
             report.add(UNMAPPED, f"{where} {view.type}", f"left as it is: {mapping.NOT_MAPPED[view.type]}")
         elif kind == "foreign":
-            report.add(UNMAPPED, f"{where} {view.type}", "left as it is: not an IPAdapter_plus node this converter "
-                                                         "knows, and it uses IPAdapter_plus objects, which the "
-                                                         "nodes here do not produce")
+            report.add(UNMAPPED, f"{where} {view.type}", _foreign_message(view.touches))
         elif not view.type.startswith("IPAKit") and view.type not in VIRTUAL:
             others.append(view.type)
+    _report_patch_blind_samplers(views, plans, report, label)
     return plans, others
+
+
+def _id_order(node_id):
+    return (0, int(node_id), "") if str(node_id).isdigit() else (1, 0, str(node_id))
+
+
+def _report_patch_blind_samplers(views, plans, report, label):
+    """Samplers that bypass ComfyUI's model patches, downstream of a converted node that patches the model."""
+    by_id = {view.id: view for view in views}
+    for view in views:
+        message = mapping.PATCH_BLIND_SAMPLERS.get(view.type)
+        if message is None:
+            continue
+        seen, todo, feeding = set(), [src for src, _ in view.linked.values()], []
+        while todo:
+            node_id = todo.pop()
+            if node_id in seen or node_id not in by_id:
+                continue
+            seen.add(node_id)
+            plan = plans.get(node_id)
+            if plan is not None and ("MODEL", "MODEL") in TARGETS[plan.target]["outputs"]:
+                feeding.append(node_id)
+            todo += [src for src, _ in by_id[node_id].linked.values()]
+        if feeding:
+            nodes = ", ".join(str(i) for i in sorted(feeding, key=_id_order))
+            report.add(LOSSY, f"{label}node {view.id} {view.type}", message.format(nodes=nodes))
+
+
+def _place_extras(plans, report, label, new_id):
+    """The nodes that plans' add_links ask for: {Added: (new id, target, widgets)} (one per Added, shared).
+
+    A link to a node whose owner was not converted is dropped and reported. new_id() gives a fresh node id.
+    """
+    placed, consumers = {}, {}
+    for node_id, plan in plans.items():
+        for ours, (origin, slot) in list(plan.add_links.items()):
+            if not isinstance(origin, Added):
+                continue
+            owner = plans.get(origin.owner)
+            if owner is None or origin.name not in owner.extras:
+                del plan.add_links[ours]
+                report.add(LOSSY, f"{label}node {node_id} {plan.source} -> {plan.target}",
+                           f"{ours} is not connected: node {origin.owner}, which would give it, was not converted")
+                continue
+            if origin not in placed:
+                target, widgets, _ = owner.extras[origin.name]
+                placed[origin] = (new_id(), target, widgets)
+            consumers.setdefault(origin, []).append(node_id)
+    for origin, (new, target, widgets) in placed.items():
+        owner = plans[origin.owner]
+        shown = ", ".join(f"{name} {value!r}" for name, value in widgets.items())
+        to = ", ".join(str(i) for i in sorted(consumers[origin], key=_id_order))
+        report.add(NOTE, f"{label}node {origin.owner} {owner.source} -> {owner.target}",
+                   f"{owner.extras[origin.name][2]} is a node of its own here: added node {new} {target} ({shown}), "
+                   f"linked to the {origin.name} input of node(s) {to}")
+    return placed
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -369,20 +522,29 @@ class UIGraph:
                 widgets = {n: values[n] for n in names if n in values}
             elif len(values) != len(names):
                 problem = (f"its {len(values)} widget values do not match the {len(names)} widgets "
-                           f"({', '.join(names) or 'none'}) of IPAdapter_plus's current node; saved by another "
+                           f"({', '.join(names) or 'none'}) of {PACK_OF[kind]}'s current node; saved by another "
                            "version? Rebuild it by hand")
             else:
                 widgets = dict(zip(names, values))
         view = NodeView(self, node["id"], kind, widgets, linked, problem)
-        view.touches_plus = bool(types & mapping.PLUS_TYPES)
+        view.touches = {mapping.SOURCE_TYPES[t] for t in types if t in mapping.SOURCE_TYPES}
         return view
 
 
-def convert_ui_graph(graph, report, next_link_id, label=""):
-    """Rewrites one UI graph (the workflow or a subgraph definition) in place; returns the next free link id."""
+def convert_ui_graph(graph, report, ids, label=""):
+    """Rewrites one UI graph (the workflow or a subgraph definition) in place.
+
+    ids: {"link": next free link id, "node": next free node id}, advanced as links and nodes are added.
+    """
     ui = UIGraph(graph)
     views = [ui.view(node) for node in graph.get("nodes") or []]
     plans, others = plan_graph(views, report, label)
+
+    def new_node_id():
+        ids["node"] += 1
+        return ids["node"] - 1
+
+    placed = _place_extras(plans, report, label, new_node_id)
 
     # Final links: remap both ends, drop what has no counterpart.
     kept = {}
@@ -413,9 +575,18 @@ def convert_ui_graph(graph, report, next_link_id, label=""):
         kept[link_id] = [lid, origin, oslot, target, in_name if target in plans else tslot, ltype]
     for target, plan in plans.items():
         for ours, (origin, oslot) in plan.add_links.items():
-            ltype = TARGETS[plans[origin].target]["outputs"][oslot][1] if origin in plans else "*"
-            kept[next_link_id] = [next_link_id, origin, oslot, target, ours, ltype]
-            next_link_id += 1
+            if isinstance(origin, Added):
+                new_id, kind = placed[origin][:2]
+                origin, ltype = new_id, TARGETS[kind]["outputs"][oslot][1]
+            else:
+                ltype = TARGETS[plans[origin].target]["outputs"][oslot][1] if origin in plans else "*"
+            link_id = ids["link"]
+            kept[link_id] = [link_id, origin, oslot, target, ours, ltype]
+            ids["link"] += 1
+    for origin, (new_id, kind, widgets) in placed.items():
+        node = _new_ui_node(new_id, kind, widgets, ui.nodes[origin.owner], kept)
+        graph["nodes"].append(node)
+        ui.nodes[new_id] = node
 
     # Rebuild converted nodes' sockets; fix the others' link references.
     for node in graph.get("nodes") or []:
@@ -440,7 +611,36 @@ def convert_ui_graph(graph, report, next_link_id, label=""):
     if others:
         counted = sorted(set(others))
         report.add(NOTE, f"{label}graph", f"{len(others)} other node(s) left as they are: {', '.join(counted)}")
-    return next_link_id
+
+
+def _xy(value, default):
+    if isinstance(value, dict):
+        return [value.get("0", default[0]), value.get("1", default[1])]
+    return list(value) if isinstance(value, (list, tuple)) and len(value) >= 2 else list(default)
+
+
+def _widget_values(target, widgets):
+    values = []
+    for spec in target_widgets(target):
+        values.append(widgets[spec["name"]])
+        if spec.get("control"):
+            values.append(CONTROL_DEFAULT)
+    return values
+
+
+def _new_ui_node(node_id, target, widgets, beside, kept):
+    """A UI node of type target added under the node `beside` (same mode), its outputs on the kept links."""
+    x, y = _xy(beside.get("pos"), (0, 0))
+    height = _xy(beside.get("size"), (315, 100))[1]
+    outgoing = {}
+    for link in kept.values():
+        if link[1] == node_id:
+            outgoing.setdefault(link[2], []).append(link[0])
+    return {"id": node_id, "type": target, "pos": [x, y + height + 40], "size": [315, 60], "flags": {},
+            "order": beside.get("order", 0), "mode": beside.get("mode", 0), "inputs": [],
+            "outputs": [{"name": name, "type": kind, "links": sorted(outgoing.get(slot, [])), "slot_index": slot}
+                        for slot, (name, kind) in enumerate(TARGETS[target]["outputs"])],
+            "properties": {"Node name for S&R": target}, "widgets_values": _widget_values(target, widgets)}
 
 
 def _output_name(kind, slot):
@@ -470,40 +670,46 @@ def _rewrite_ui_node(node, plan, kept):
             outgoing.setdefault(link[2], []).append(link[0])
     outputs = [{"name": name, "type": kind, "links": sorted(outgoing.get(slot, [])), "slot_index": slot}
                for slot, (name, kind) in enumerate(TARGETS[target]["outputs"])]
-    values = []
-    for spec in target_widgets(target):
-        values.append(plan.widgets[spec["name"]])
-        if spec.get("control"):
-            values.append(CONTROL_DEFAULT)
     node["type"] = target
-    node["inputs"], node["outputs"], node["widgets_values"] = inputs, outputs, values
+    node["inputs"], node["outputs"] = inputs, outputs
+    node["widgets_values"] = _widget_values(target, plan.widgets)
     properties = node.setdefault("properties", {})
     properties["Node name for S&R"] = target
-    if "ipadapter_plus" in str(properties.get("cnr_id", "")).lower():
-        properties.pop("cnr_id", None)
-        properties.pop("ver", None)
+    properties.pop("cnr_id", None)  # the registry id and version of the pack the node came from
+    properties.pop("ver", None)
     if node.get("title") in (SOURCES[plan.source]["title"], plan.source):
         del node["title"]
 
 
-def _max_link_id(workflow):
-    ids = [0, workflow.get("last_link_id") or 0, (workflow.get("state") or {}).get("lastLinkId") or 0]
+def _int(value):
+    return value if isinstance(value, int) and not isinstance(value, bool) else 0
+
+
+def _max_ids(workflow):
+    """(largest link id, largest node id) over the workflow, its subgraphs and its counters."""
+    state = workflow.get("state") if isinstance(workflow.get("state"), dict) else {}
+    links = [0, _int(workflow.get("last_link_id")), _int(state.get("lastLinkId"))]
+    nodes = [0, _int(workflow.get("last_node_id")), _int(state.get("lastNodeId"))]
     graphs = [workflow] + list((workflow.get("definitions") or {}).get("subgraphs") or [])
     for graph in graphs:
-        ids += [_link_fields(link)[0] for link in graph.get("links") or []]
-    return max(ids)
+        links += [_int(_link_fields(link)[0]) for link in graph.get("links") or []]
+        nodes += [_int(node.get("id")) for node in graph.get("nodes") or []]
+    return max(links), max(nodes)
 
 
 def convert_ui(workflow, report):
-    next_id = _max_link_id(workflow) + 1
-    next_id = convert_ui_graph(workflow, report, next_id)
+    last_link, last_node = _max_ids(workflow)
+    ids = {"link": last_link + 1, "node": last_node + 1}
+    convert_ui_graph(workflow, report, ids)
     for sub in (workflow.get("definitions") or {}).get("subgraphs") or []:
         label = f"subgraph {sub.get('name') or sub.get('id')}: "
-        next_id = convert_ui_graph(sub, report, next_id, label)
-    if "last_link_id" in workflow:
-        workflow["last_link_id"] = max(workflow["last_link_id"] or 0, next_id - 1)
-    if isinstance(workflow.get("state"), dict) and "lastLinkId" in workflow["state"]:
-        workflow["state"]["lastLinkId"] = max(workflow["state"]["lastLinkId"] or 0, next_id - 1)
+        convert_ui_graph(sub, report, ids, label)
+    state = workflow.get("state")
+    for key, state_key, kind in (("last_link_id", "lastLinkId", "link"), ("last_node_id", "lastNodeId", "node")):
+        if key in workflow:
+            workflow[key] = max(_int(workflow[key]), ids[kind] - 1)
+        if isinstance(state, dict) and state_key in state:
+            state[state_key] = max(_int(state[state_key]), ids[kind] - 1)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -537,32 +743,42 @@ class APIGraph:
         if kind in SOURCES:
             unknown = sorted(k for k in widgets if k not in SOURCES[kind]["widgets"])
             if unknown:
-                problem = (f"inputs {', '.join(unknown)} are not inputs of IPAdapter_plus's current node; saved by "
-                           "another version? Rebuild it by hand")
+                problem = (f"inputs {', '.join(unknown)} are not inputs of {PACK_OF[kind]}'s current node; saved "
+                           "by another version? Rebuild it by hand")
         view = NodeView(self, node_id, kind, widgets, linked, problem)
-        view.touches_plus = self._touches_plus(kind, linked)
+        view.touches = self._touches(linked)
         return view
 
-    def _touches_plus(self, kind, linked):
+    def _touches(self, linked):
+        """The source packs whose objects reach these inputs (by the source node's output type)."""
+        packs = set()
         for src, slot in linked.values():
             src_kind = self.type_of(src)
             if src_kind in SOURCES and slot < len(SOURCES[src_kind]["outputs"]):
-                if SOURCES[src_kind]["outputs"][slot][1] in mapping.PLUS_TYPES:
-                    return True
-        return False
+                packs.add(mapping.SOURCE_TYPES.get(SOURCES[src_kind]["outputs"][slot][1]))
+        return packs - {None}
 
 
 def convert_api(prompt, report):
     graph = APIGraph(prompt)
     views = [graph.view(node_id, node) for node_id, node in prompt.items()]
-    for node_id, node in prompt.items():  # producers of IPAdapter_plus objects for their nodes count too
+    for node_id, node in prompt.items():  # producers of the source packs' objects for their nodes count too
         for name, value in (node.get("inputs") or {}).items():
             kind = node.get("class_type")
-            if _is_link(value) and kind in SOURCES and SOURCES[kind]["sockets"].get(name) in mapping.PLUS_TYPES:
+            pack = mapping.SOURCE_TYPES.get(SOURCES[kind]["sockets"].get(name)) if kind in SOURCES else None
+            if _is_link(value) and pack:
                 for view in views:
                     if view.id == str(value[0]):
-                        view.touches_plus = True
+                        view.touches.add(pack)
     plans, others = plan_graph(views, report, "")
+    taken = {int(k) for k in prompt if str(k).isdigit()}
+
+    def new_node_id():
+        node_id = max(taken, default=0) + 1
+        taken.add(node_id)
+        return str(node_id)
+
+    placed = _place_extras(plans, report, "", new_node_id)
     for node_id, node in prompt.items():
         plan = plans.get(node_id)
         inputs = node.get("inputs") or {}
@@ -592,12 +808,14 @@ def convert_api(prompt, report):
             new_inputs[ours] = [value[0], slot]
         if plan:
             for ours, (src, slot) in plan.add_links.items():
-                new_inputs[ours] = [src, slot]
+                new_inputs[ours] = [placed[src][0] if isinstance(src, Added) else src, slot]
             node["class_type"] = plan.target
             meta = node.get("_meta")
             if isinstance(meta, dict) and meta.get("title") in (SOURCES[plan.source]["title"], plan.source):
                 meta["title"] = TARGETS[plan.target]["title"]
         node["inputs"] = new_inputs
+    for new_id, target, widgets in placed.values():
+        prompt[new_id] = {"class_type": target, "inputs": dict(widgets), "_meta": {"title": TARGETS[target]["title"]}}
     if others:
         report.add(NOTE, "graph", f"{len(others)} other node(s) left as they are: {', '.join(sorted(set(others)))}")
 
@@ -622,7 +840,7 @@ def convert(workflow):
     mapped = sum(1 for line in report.lines if line.startswith("mapped:"))
     unmapped, lossy = report.counts[UNMAPPED], report.counts[LOSSY]
     if not mapped and not unmapped:
-        report.lines.append("note: no IPAdapter_plus node found; nothing to convert")
+        report.lines.append("note: no IPAdapter_plus or Flux IP-Adapter node found; nothing to convert")
     else:
         report.lines.append(f"summary: {mapped} node(s) converted, {unmapped} left as they are, "
                             f"{lossy} lossy change(s)")

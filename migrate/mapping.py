@@ -1,20 +1,27 @@
-"""The data of the converter: IPAdapter_plus's node layouts, this pack's node layouts, and the rules between them.
+"""The data of the converter: other packs' node layouts, this pack's node layouts, and the rules between them.
 
-SOURCES describes ComfyUI_IPAdapter_plus (v2) nodes as its INPUT_TYPES declare them: socket inputs, widgets in
-widgets_values order, outputs by slot. TARGETS describes this pack's nodes as /object_info reports them (a test
-compares them with the live server, so they cannot drift). RULES says, per IPAdapter_plus node type, which node of
-this pack replaces it and how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS
-entry of a new node).
+SOURCES describes the nodes of ComfyUI_IPAdapter_plus (v2) and of the two Flux IP-Adapter packs (XLabs-AI's
+x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter) as their INPUT_TYPES declare them:
+socket inputs, widgets in widgets_values order, outputs by slot. TARGETS describes the nodes the converter writes
+(this pack's, plus core nodes it adds) as /object_info reports them (a test compares them with the live server, so
+they cannot drift). RULES says, per source node type, which node of this pack replaces it and how names and values
+carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new node).
 """
+import math
 from dataclasses import dataclass, field
 
 # ---------------------------------------------------------------------------------------------------------------
 # Socket types. Theirs -> ours: the objects differ, so the type names do too.
 IPADAPTER, EMBEDS = "IPADAPTER_KIT", "IPADAPTER_KIT_EMBEDS"
 PARAMS, INSIGHTFACE = "IPADAPTER_KIT_PARAMS", "INSIGHTFACE_KIT"
-SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE}
-# Types only IPAdapter_plus objects travel on: a node we do not know that touches one is reported.
-PLUS_TYPES = frozenset(SOCKET_TYPES) | {"WEIGHTS_STRATEGY"}
+PLUS, XLABS, INSTANTX = "IPAdapter_plus", "x-flux-comfyui", "ComfyUI-IPAdapter-Flux"
+SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE,
+                "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER}
+# Types only the source packs' objects travel on (-> the pack): a node we do not know that touches one is reported.
+SOURCE_TYPES = {**{kind: PLUS for kind in ("IPADAPTER", "EMBEDS", "IPADAPTER_PARAMS", "INSIGHTFACE",
+                                           "WEIGHTS_STRATEGY")},
+                "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX}
+FLUX_DOUBLE_BLOCKS = 19  # Flux dev / schnell; block_weights names them d0..d18
 
 WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
                 "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
@@ -77,10 +84,15 @@ def node(title, inputs, outputs):
 
 
 # ---------------------------------------------------------------------------------------------------------------
-# This pack's nodes (what the converter writes). Checked against /object_info by tests/test_migrate.py.
+# This pack's nodes, and the core nodes the converter adds (what it writes). Checked against /object_info by
+# tests/test_migrate.py.
 TARGETS = {
     "IPAKitModelLoader": node("IPAdapter Kit: Load IP-Adapter", [combo("ipadapter_file", (), dynamic=True)],
                               [("IPADAPTER", IPADAPTER)]),
+    "IPAKitCLIPVisionLoader": node("IPAdapter Kit: Load CLIP Vision", [combo("clip_name", (), dynamic=True)],
+                                   [("CLIP_VISION", "CLIP_VISION")]),
+    "CLIPVisionLoader": node("Load CLIP Vision", [combo("clip_name", (), dynamic=True)],  # core
+                             [("CLIP_VISION", "CLIP_VISION")]),
     "IPAKitUnifiedLoader": node(
         "IPAdapter Kit: Unified Loader",
         [sock("model", "MODEL"), combo("preset", UNIFIED_PRESETS, "STANDARD (medium strength)")],
@@ -292,6 +304,43 @@ SOURCES = {
          ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")]),
 }
 
+# The Flux IP-Adapter packs. Their loaders load adapter and image encoder in one node; here those are two nodes.
+_XLABS_APPLY = [("model", "MODEL"), ("ip_adapter_flux", "IP_ADAPTER_FLUX"), ("image", "IMAGE")]
+_INSTANTX_APPLY = [("model", "MODEL"), ("ipadapter_flux", "IP_ADAPTER_FLUX_INSTANTX"), ("image", "IMAGE")]
+FLUX_SOURCES = {
+    XLABS: {  # nodes.py (its NODE_CLASS_MAPPINGS; 'ipadatper' and 'smothing_type' are spelt so there)
+        "LoadFluxIPAdapter": theirs("Load Flux IPAdatpter", [], ["ipadatper", "clip_vision", "provider"],
+                                    [("ipadapterFlux", "IP_ADAPTER_FLUX")]),
+        "ApplyFluxIPAdapter": theirs("Apply Flux IPAdapter", _XLABS_APPLY, ["ip_scale"], _MODEL),
+        "ApplyAdvancedFluxIPAdapter": theirs("Apply Advanced Flux IPAdapter", _XLABS_APPLY,
+                                             ["begin_strength", "end_strength", "smothing_type"], _MODEL),
+    },
+    INSTANTX: {  # ipadapter_flux.py, ipadapter_flux_advanced.py
+        "IPAdapterFluxLoader": theirs("Load IPAdapter Flux Model", [], ["ipadapter", "clip_vision", "provider"],
+                                      [("ipadapterFlux", "IP_ADAPTER_FLUX_INSTANTX")]),
+        "IPAdapterFluxLoaderAdvanced": theirs("Load IPAdapter Flux Model (Advanced)", [],
+                                              ["ipadapter", "clip_vision", "provider"],
+                                              [("ipadapterFlux", "IP_ADAPTER_FLUX_INSTANTX")]),
+        "ApplyIPAdapterFlux": theirs("Apply IPAdapter Flux Model", _INSTANTX_APPLY,
+                                     ["weight", "start_percent", "end_percent"], _MODEL),
+        "ApplyIPAdapterFluxAdvanced": theirs("Apply IPAdapter Flux Model (Advanced)", _INSTANTX_APPLY,
+                                             ["weight_start", "weight_end", "steps", "start_percent", "end_percent"],
+                                             _MODEL),
+    },
+}
+PACK_OF = dict.fromkeys(SOURCES, PLUS)  # source node type -> its pack (for the report)
+for _pack, _nodes in FLUX_SOURCES.items():
+    SOURCES.update(_nodes)
+    PACK_OF.update(dict.fromkeys(_nodes, _pack))
+
+# Samplers that run the model's blocks themselves, outside ComfyUI's model patches (the adapters here are patches):
+# one fed by a converted node is reported.
+PATCH_BLIND_SAMPLERS = {
+    "XlabsSampler": "it runs the Flux blocks itself, outside ComfyUI's model patches, so the IP-Adapter of node(s) "
+                    "{nodes} has no effect through it: sample with KSampler or SamplerCustomAdvanced (FluxGuidance "
+                    "sets the guidance)",
+}
+
 # IPAdapter_plus nodes with no counterpart here (yet): left as they are and reported with the reason.
 NOT_MAPPED = {
     "IPAdapterUnifiedLoaderCommunity": "its presets (Composition, Kolors) are not unified-loader presets here; use "
@@ -363,6 +412,16 @@ def combine_method(value):
     return "average", (LOSSY, f"method {value!r} is not available here; 'average' is used")
 
 
+def repo_id_file(value):
+    """ComfyUI-IPAdapter-Flux names its encoder by Hugging Face repo id; here it is a file in models/clip_vision."""
+    name = str(value)
+    if "/" not in name:
+        return name, None
+    file_name = name.rstrip("/").rsplit("/", 1)[1] + ".safetensors"
+    return file_name, (NOTE, f"clip_vision {name!r} is a Hugging Face repo id, not a file: download {name}'s "
+                             f"model.safetensors into models/clip_vision as {file_name}")
+
+
 def embeds_file(value):
     name = str(value)
     stem = name[:-len(".ipadpt")] if name.endswith(".ipadpt") else name.rsplit(".", 1)[0]
@@ -372,8 +431,60 @@ def embeds_file(value):
                                           f"(the widget now names {stem}.safetensors)")
 
 
+# XLabs' Apply Advanced Flux IPAdapter: a strength per double block (utils.py of x-flux-comfyui), as they compute it.
+def _ramp(start, finish, size):
+    return [start + (finish - start) * (i / (size - 1)) for i in range(size)]
+
+
+def xlabs_block_strengths(begin, end, smoothing, count=FLUX_DOUBLE_BLOCKS):
+    """Their LinearStrengthModel / FirstHalfStrengthModel / SecondHalfStrengthModel / SigmoidStrengthModel."""
+    half = count // 2
+    if smoothing == "Linear":
+        return _ramp(begin, end, count)
+    if smoothing == "First half":
+        return _ramp(begin, end, half) + [end] * (count - half)
+    if smoothing == "Second half":
+        return [begin] * (count - half) + _ramp(begin, end, half)
+    if smoothing == "Sigmoid":
+        def fade(x, x1, x2):
+            return 1 / (1 + math.exp(-(x - (x1 + x2) / 2) * 8 / (x2 - x1)))
+        return [begin + (end - begin) * (fade(i, 0, count) - 0.5) for i in range(count)]
+    raise ValueError(smoothing)
+
+
+XLABS_SMOOTHING = ("Linear", "First half", "Second half", "Sigmoid")
+
+
+def flux_double_block_weights(strengths):
+    """This pack's Flux block_weights text: 'd0:<w>, d1:<w>, ...' (3 decimals)."""
+    return ", ".join(f"d{i}:{(round(w, 3) or 0.0):.3f}" for i, w in enumerate(strengths))
+
+
+def instantx_ramp_mean(start, end, steps):
+    """Mean of ComfyUI-IPAdapter-Flux's advanced per-step weight: start -> end linearly over `steps` steps."""
+    if steps <= 1:
+        return end
+    ramp = [start + (end - start) * (k - 1) / (steps - 1) for k in range(1, steps + 1)]
+    return round(sum(ramp) / len(ramp), 6)
+
+
 # ---------------------------------------------------------------------------------------------------------------
 ANY = object()  # a dropped widget whose value never changes the result
+NOTED = object()  # a dropped widget reported as a note, whatever its value
+
+
+@dataclass
+class Extra:
+    """A node the converter adds next to a converted node (their one node is two here), made when a link needs it.
+
+    widgets: our widget -> their widget of the converted node that gives its value (others: the default).
+    values: our widget -> translation function, as in Rule.values. what: what it loads, for the report.
+    """
+
+    target: str
+    widgets: dict = field(default_factory=dict)
+    values: dict = field(default_factory=dict)
+    what: str = "part of it"
 
 
 @dataclass
@@ -382,13 +493,15 @@ class Rule:
 
     rename: their input/widget name -> ours (names not listed keep their name).
     drop: their name -> (harmless values, why it is dropped). A widget whose value is not harmless is reported as
-        lossy (ANY: never). A linked socket is reported as a note with ANY, else as lossy; unlinked sockets are
-        harmless (None in the tuple says so).
+        lossy (ANY: never; NOTED: always as a note). A linked socket is reported as a note with ANY, else as lossy;
+        unlinked sockets are harmless (None in the tuple says so).
     fixed: our widget -> value set whatever theirs was.
     values: our widget -> translation function (see above).
     outputs: their output slot -> our slot, or None (dropped; why in output_notes). Default: the same slot.
     lossy / notes: always reported. hooks: names of special steps in convert.py (FaceID wiring, ...).
     variants: [(condition name, key of another rule)]: the first condition that holds picks that rule instead.
+    adds: name -> Extra: nodes added next to this one when a hook links to them (their widgets are taken from
+        this node's); see the clip_vision_from_loader hook.
     """
 
     target: str
@@ -402,6 +515,7 @@ class Rule:
     notes: tuple = ()
     hooks: tuple = ()
     variants: tuple = ()
+    adds: dict = field(default_factory=dict)
 
 
 NO_UNFOLD = "it unfolds the batch (reference i on frame i); this node applies every reference to every frame"
@@ -501,3 +615,30 @@ RULES = {
     "IPAdapterCombineParams": Rule("IPAKitCombineParams"),
     "IPAdapterFromParams": Rule("IPAKitApplyRegions"),
 }
+
+# The Flux packs. Their adapter files stay where they are (this pack also searches models/xlabs/ipadapters and
+# models/ipadapter-flux); their encoder moves to a CLIP vision loader node of its own, linked to each apply node.
+PROVIDER_DROP = {"provider": ((NOTED,), "ComfyUI places the models itself (on the GPU when there is one)")}
+FLUX_APPLY_HOOKS = ("clip_vision_from_loader",)
+ENCODER = "the image encoder it loaded too"
+INSTANTX_LOADER = Rule("IPAKitModelLoader", rename={"ipadapter": "ipadapter_file"}, drop=PROVIDER_DROP,
+                       adds={"clip_vision": Extra("IPAKitCLIPVisionLoader", {"clip_name": "clip_vision"},
+                                                  {"clip_name": repo_id_file}, what=ENCODER)})
+INSTANTX_NAMES = {"ipadapter_flux": "ipadapter", "start_percent": "start_at", "end_percent": "end_at"}
+RULES.update({
+    "LoadFluxIPAdapter": Rule("IPAKitModelLoader", rename={"ipadatper": "ipadapter_file"}, drop=PROVIDER_DROP,
+                              adds={"clip_vision": Extra("CLIPVisionLoader", {"clip_name": "clip_vision"},
+                                                         what=ENCODER)}),
+    "ApplyFluxIPAdapter": Rule("IPAKitApply", rename={"ip_adapter_flux": "ipadapter", "ip_scale": "weight"},
+                               hooks=FLUX_APPLY_HOOKS),
+    # Their per-double-block strengths become block_weights (times weight 1.0); they average the references' CLIP
+    # embeds, as combine_embeds 'average' does.
+    "ApplyAdvancedFluxIPAdapter": Rule("IPAKitApplyAdvanced", rename={"ip_adapter_flux": "ipadapter"},
+                                       fixed={"weight": 1.0, "combine_embeds": "average"},
+                                       hooks=("xlabs_block_strengths", *FLUX_APPLY_HOOKS)),
+    "IPAdapterFluxLoader": INSTANTX_LOADER,
+    "IPAdapterFluxLoaderAdvanced": INSTANTX_LOADER,
+    "ApplyIPAdapterFlux": Rule("IPAKitApply", rename=INSTANTX_NAMES, hooks=FLUX_APPLY_HOOKS),
+    "ApplyIPAdapterFluxAdvanced": Rule("IPAKitApply", rename=INSTANTX_NAMES,
+                                       hooks=("instantx_weight_ramp", *FLUX_APPLY_HOOKS)),
+})

@@ -3,6 +3,7 @@ import pytest
 import torch
 
 import comfy.controlnet
+import comfy.patcher_extension
 import comfy.sd
 import comfy.utils
 import folder_paths
@@ -134,3 +135,16 @@ def test_siglip_loaded_without_its_head_says_which_loader_keeps_it(world_paths):
         apply.encode_pair(instantx, reference(1), core_loaded)
     cond, _ = apply.encode_pair(instantx, reference(1), encoder(SIGLIP))
     assert cond.shape == (1, instantx.spec.clip_dim)
+
+
+def test_latent_size_reaches_the_block_hook_through_the_wrapper(flux, monkeypatch):
+    from ipadapter_kit.ipadapter_core.families import flux as core_flux
+
+    model, pos, neg = flux
+    seen = []
+    real = core_flux._latent_tokens
+    monkeypatch.setattr(core_flux, "_latent_tokens", lambda o, d: seen.append(real(o, d)) or seen[-1])
+    patched = applied(applied(model, XLABS), INSTANTX)  # two apply nodes: the wrapper is installed once
+    assert len(patched.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, patching.WRAPPER_KEY)) == 1
+    sample(patched, pos, neg)
+    assert seen and set(seen) == {(24, 0, (4, 6))}  # latent 8 x 12 -> 4 x 6 tokens, no reference latents

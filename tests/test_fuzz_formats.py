@@ -12,23 +12,31 @@ from hypothesis import strategies as st
 
 from ipadapter_kit.ipadapter_core import adapter, formats, loading
 from ipadapter_kit.ipadapter_core.errors import IPAdapterError
-from tinymodels import ipadapter_files
+from tinymodels import flux_adapter_files, ipadapter_files
 
 CATALOG = ipadapter_files.catalog()
-NAMES = sorted(CATALOG)
 
 
 def _layouts():
-    """name -> {"image_proj": {key: shape}, "ip_adapter": {key: shape}} for every release layout."""
+    """name -> {group: {key: shape}} for every release layout (tencent's two groups, or XLabs' Flux ones)."""
     out = {}
     for name, (arch, proj, lora) in CATALOG.items():
         out[name] = {"image_proj": dict(proj), "ip_adapter": ipadapter_files.attn_layers(arch, lora)}
+    out["instantx-flux.bin"] = flux_adapter_files.instantx_shapes()
+    xlabs = flux_adapter_files.xlabs_shapes()
+    out["xlabs-flux.safetensors"] = {group: {k[len(group) + 1:]: v for k, v in xlabs.items()
+                                             if k.startswith(group + ".")}
+                                     for group in ("ip_adapter_proj_model", "double_blocks")}
     return out
 
 
 LAYOUTS = _layouts()
-REAL_KEYS = {group: sorted({k for layout in LAYOUTS.values() for k in layout[group]})
-             for group in ("image_proj", "ip_adapter")}
+NAMES = sorted(LAYOUTS)
+REAL_KEYS = {}
+for _layout in LAYOUTS.values():
+    for _group, _keys in _layout.items():
+        REAL_KEYS.setdefault(_group, set()).update(_keys)
+REAL_KEYS = {group: sorted(keys) for group, keys in REAL_KEYS.items()}
 FUZZ = settings(max_examples=200, deadline=None, derandomize=True,
                 suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large])
 
@@ -49,6 +57,8 @@ shapes = st.lists(dims, min_size=0, max_size=4).map(_capped)
 made_up_keys = st.one_of(
     st.text("abcdefghijklmnopqrstuvwxyz_.0123456789", min_size=1, max_size=24),
     st.builds(lambda n, kv: f"{n}.to_{kv}_ip.weight", st.integers(0, 150), st.sampled_from("kvq")),
+    st.builds(lambda n, kv, p: f"{n}.processor.ip_adapter_double_stream_{kv}_proj.{p}", st.integers(0, 40),
+              st.sampled_from("kvq"), st.sampled_from(["weight", "bias"])),
     st.builds(lambda n, p: f"{n}.{p}_lora.down.weight", st.integers(0, 150), st.sampled_from(["to_q", "to_k"])),
     st.builds(lambda p, n: f"{p}layers.{n}.0.to_q.weight", st.sampled_from(["", "perceiver_resampler."]),
               st.integers(0, 5)),
@@ -65,7 +75,7 @@ def mutated_layout(draw):
     base = LAYOUTS[draw(st.sampled_from(NAMES))]
     nested = {group: dict(keys) for group, keys in base.items()}
     for _ in range(draw(st.integers(0, 6))):
-        group = draw(st.sampled_from(["image_proj", "ip_adapter"]))
+        group = draw(st.sampled_from(sorted(nested)))
         keys = nested[group]
         op = draw(st.sampled_from(["drop", "add_real", "add_made_up", "reshape", "ndim", "zero", "scale",
                                    "drop_many"]))
@@ -96,7 +106,7 @@ def mutated_layout(draw):
             for key in draw(st.lists(st.sampled_from(sorted(keys)), min_size=1, max_size=8)):
                 keys[key] = _scaled(keys[key], factor)
     if draw(st.integers(0, 19)) == 0:
-        nested.pop(draw(st.sampled_from(["image_proj", "ip_adapter"])))
+        nested.pop(draw(st.sampled_from(sorted(nested))))
     return nested
 
 
@@ -144,7 +154,7 @@ def test_flat_files_through_split_groups_raise_only_typed_errors(layout):
 def test_unmutated_layouts_still_load(name):
     """The fuzz base is sound: every real layout loads (so the fuzzer explores near valid files)."""
     model = adapter.from_state_dict(tensors(LAYOUTS[name]), name)
-    assert model.spec.num_layers in (16, 70)
+    assert model.spec.num_layers in (16, 70, 19, 57)
 
 
 @pytest.mark.parametrize("group, key, shape", [

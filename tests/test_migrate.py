@@ -1,5 +1,6 @@
-"""The IPAdapter_plus workflow converter (migrate/): its embedded node layouts against the live server, the mapping of
-hand-built IPAdapter_plus workflows (UI and API format), the converted graphs run through the server, and the CLI."""
+"""The workflow converter (migrate/): its embedded node layouts against the live server, the mapping of hand-built
+IPAdapter_plus and Flux IP-Adapter pack (x-flux-comfyui, ComfyUI-IPAdapter-Flux) workflows (UI and API format), the
+converted graphs run through the server, and the CLI."""
 import ast
 import copy
 import json
@@ -8,11 +9,12 @@ import pathlib
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 from PIL import Image
 
 from ipadapter_kit.migrate import convert, mapping
-from workflow_api import ordered_inputs, to_api, validate_widgets, widget_slots
+from workflow_api import ordered_inputs, set_widget, to_api, validate_widgets, widget_slots
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 DATA = ROOT / "tests" / "data" / "ipadapter_plus"
@@ -95,7 +97,13 @@ def test_rules_name_only_known_nodes_and_inputs(object_info):
         for their_slot, our_slot in rule.outputs.items():
             assert their_slot < len(source["outputs"]) and (our_slot is None or our_slot < len(
                 mapping.TARGETS[rule.target]["outputs"])), key
+        for extra in rule.adds.values():
+            assert extra.target in mapping.TARGETS and extra.target in object_info, key
+            extra_names = {s["name"] for s in mapping.TARGETS[extra.target]["inputs"] if s.get("widget")}
+            assert set(extra.widgets) <= extra_names and set(extra.values) <= extra_names, key
+            assert set(extra.widgets.values()) <= set(source["widgets"]), key
     assert not set(mapping.RULES) & set(mapping.NOT_MAPPED)
+    assert set(mapping.PACK_OF) == set(mapping.SOURCES)
 
 
 def test_migrate_imports_only_the_standard_library():
@@ -336,6 +344,7 @@ def run_one_image(server, prompt):
     assert len(paths) == 1
     with Image.open(paths[0]) as image:
         assert image.size == (64, 64)
+        return np.asarray(image).astype(np.int16)
 
 
 @pytest.mark.parametrize("name", RUNNABLE)
@@ -409,8 +418,15 @@ SAMPLE_WIDGETS = {"weight": 1.0, "weight_type": "linear", "combine_embeds": "con
                   "lora_strength": 0.6, "provider": "CPU", "ipadapter_file": "ip-adapter_sd15.safetensors",
                   "model_name": "buffalo_l", "method": "concat", "type": "fade", "strength": 1.0, "blur": 0,
                   "interpolation": "LANCZOS", "crop_position": "center", "filename_prefix": "IP_embeds",
-                  "embeds": "x.ipadpt", "image_weight": 1.0, "prompt_weight": 1.0}
+                  "embeds": "x.ipadpt", "image_weight": 1.0, "prompt_weight": 1.0,
+                  # the Flux packs
+                  "ipadatper": "flux-ip-adapter.safetensors", "clip_vision": "clip-vit-large-patch14.safetensors",
+                  "ip_scale": 0.92, "begin_strength": 0.0, "end_strength": 1.0, "smothing_type": "Sigmoid",
+                  "ipadapter": "ip-adapter.bin", "start_percent": 0.0, "end_percent": 1.0, "weight_start": 0.0,
+                  "weight_end": 1.0, "steps": 10}
 SAMPLE_OVERRIDES = {"IPAdapter": {"weight_type": "standard"},
+                    "IPAdapterFluxLoader": {"clip_vision": "google/siglip-so400m-patch14-384", "provider": "cuda"},
+                    "IPAdapterFluxLoaderAdvanced": {"clip_vision": "google/siglip-so400m-patch14-384"},
                     "IPAdapterUnifiedLoader": {"preset": "PLUS (high strength)"},
                     "IPAdapterUnifiedLoaderFaceID": {"preset": "FACEID PORTRAIT UNNORM - SDXL only (strong)"}}
 
@@ -436,3 +452,327 @@ def test_every_mapped_node_type_converts_to_values_the_server_accepts(object_inf
                 assert value in options, (kind, name, value)
             if "min" in opts:
                 assert opts["min"] <= value <= opts["max"], (kind, name, value)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The Flux IP-Adapter packs: XLabs-AI/x-flux-comfyui and Shakker-Labs/ComfyUI-IPAdapter-Flux (InstantX's adapter).
+# Fixtures: their example workflows' IP-Adapter nodes (layouts as their nodes declare them), trimmed onto core nodes.
+FLUX_DATA = ROOT / "tests" / "data" / "flux_packs"
+SIGLIP = "siglip-so400m-patch14-384.safetensors"
+FLUX_FILES = {  # the files the converted Flux fixtures name, by the node and widget that lists them
+    ("CheckpointLoaderSimple", "ckpt_name"): "flux1-dev-fp8.safetensors",
+    ("CLIPVisionLoader", "clip_name"): "clip-vit-large-patch14.safetensors",
+    ("IPAKitCLIPVisionLoader", "clip_name"): SIGLIP,
+    ("IPAKitModelLoader", "ipadapter_file"): ("flux-ip-adapter.safetensors", "ip-adapter.bin"),
+}
+OTHERS = ("note: graph: 9 other node(s) left as they are: CLIPTextEncode, CheckpointLoaderSimple, "
+          "EmptySD3LatentImage, FluxGuidance, KSampler, LoadImage, SaveImage, VAEDecode")
+PROVIDER = "dropped: ComfyUI places the models itself (on the GPU when there is one)"
+REPO_ID = ("clip_vision 'google/siglip-so400m-patch14-384' is a Hugging Face repo id, not a file: download "
+           "google/siglip-so400m-patch14-384's model.safetensors into models/clip_vision as " + SIGLIP)
+FLUX_REPORTS = {
+    "xlabs": [
+        "mapped: node 10: LoadFluxIPAdapter -> IPAKitModelLoader",
+        f"note: node 10 LoadFluxIPAdapter -> IPAKitModelLoader: provider 'CPU' {PROVIDER}",
+        "mapped: node 11: ApplyFluxIPAdapter -> IPAKitApply",
+        "mapped: node 13: ApplyAdvancedFluxIPAdapter -> IPAKitApplyAdvanced",
+        "note: node 10 LoadFluxIPAdapter -> IPAKitModelLoader: the image encoder it loaded too is a node of its own "
+        "here: added node 14 CLIPVisionLoader (clip_name 'clip-vit-large-patch14.safetensors'), linked to the "
+        "clip_vision input of node(s) 11, 13",
+        OTHERS,
+        "summary: 3 node(s) converted, 0 left as they are, 0 lossy change(s)"],
+    "instantx": [
+        "mapped: node 10: IPAdapterFluxLoader -> IPAKitModelLoader",
+        f"note: node 10 IPAdapterFluxLoader -> IPAKitModelLoader: provider 'cuda' {PROVIDER}",
+        f"note: node 10 IPAdapterFluxLoader -> IPAKitModelLoader: {REPO_ID}",
+        "mapped: node 11: ApplyIPAdapterFlux -> IPAKitApply",
+        "note: node 10 IPAdapterFluxLoader -> IPAKitModelLoader: the image encoder it loaded too is a node of its "
+        f"own here: added node 12 IPAKitCLIPVisionLoader (clip_name '{SIGLIP}'), linked to the clip_vision input "
+        "of node(s) 11",
+        OTHERS,
+        "summary: 2 node(s) converted, 0 left as they are, 0 lossy change(s)"],
+    "instantx_advanced": [
+        "mapped: node 10: IPAdapterFluxLoaderAdvanced -> IPAKitModelLoader",
+        f"note: node 10 IPAdapterFluxLoaderAdvanced -> IPAKitModelLoader: provider 'cuda' {PROVIDER}",
+        f"note: node 10 IPAdapterFluxLoaderAdvanced -> IPAKitModelLoader: {REPO_ID}",
+        "mapped: node 11: ApplyIPAdapterFluxAdvanced -> IPAKitApply",
+        "lossy: node 11 ApplyIPAdapterFluxAdvanced -> IPAKitApply: the weight ramps from 0.2 to 1.0 over their "
+        "first 10 steps (then stays at 1.0); this pack has no per-step weight: weight 0.6 (the ramp's mean) is used",
+        "note: node 10 IPAdapterFluxLoaderAdvanced -> IPAKitModelLoader: the image encoder it loaded too is a node "
+        f"of its own here: added node 12 IPAKitCLIPVisionLoader (clip_name '{SIGLIP}'), linked to the clip_vision "
+        "input of node(s) 11",
+        OTHERS,
+        "summary: 2 node(s) converted, 0 left as they are, 1 lossy change(s)"],
+}
+
+
+def load_flux(name):
+    return json.loads((FLUX_DATA / f"{name}.json").read_text())
+
+
+def _input_link(workflow, node_id, name):
+    """[link id, origin, origin slot, target, target slot, type] feeding input `name` of node node_id, or None."""
+    node = nodes_by_id(workflow)[node_id]
+    inp = next(i for i in node["inputs"] if i["name"] == name)
+    return next((link for link in workflow["links"] if link[0] == inp["link"]), None)
+
+
+@pytest.mark.parametrize("name", list(FLUX_REPORTS))
+def test_flux_pack_workflow_converts_with_the_expected_report(name):
+    source = load_flux(name)
+    before = copy.deepcopy(source)
+    result = convert(source)
+    assert source == before, "the input workflow was modified"
+    assert result.report == FLUX_REPORTS[name]
+    assert result.exit_code == (2 if name == "instantx_advanced" else 0)
+    converted = result.workflow
+    _link_table_is_consistent(converted)
+    new, = [n for n in converted["nodes"] if n["id"] not in {m["id"] for m in before["nodes"]}]
+    assert converted["last_node_id"] == new["id"] == before["last_node_id"] + 1
+    for node, old in zip(converted["nodes"], before["nodes"]):  # the nodes there were keep id, place and mode
+        assert (node["id"], node["pos"], node["size"], node["mode"]) == (old["id"], old["pos"], old["size"],
+                                                                        old["mode"])
+        assert "cnr_id" not in node["properties"] and not any(t in json.dumps(node) for t in (
+            "IP_ADAPTER_FLUX", "ip_adapter_flux", "ipadapter_flux", "Flux IP"))
+    assert {n["type"] for n in converted["nodes"]} >= {"IPAKitModelLoader", "IPAKitApply"}
+
+
+def test_xlabs_nodes_map_to_loader_clip_vision_and_apply_nodes():
+    converted = convert(load_flux("xlabs")).workflow
+    nodes = nodes_by_id(converted)
+    assert nodes[10]["type"] == "IPAKitModelLoader"
+    assert nodes[10]["widgets_values"] == ["flux-ip-adapter.safetensors"]  # models/xlabs/ipadapters is searched
+    assert nodes[14]["type"] == "CLIPVisionLoader"  # XLabs' encoder is the plain CLIP ViT-L: core loader
+    assert nodes[14]["widgets_values"] == ["clip-vit-large-patch14.safetensors"]
+    assert nodes[14]["pos"] == [nodes[10]["pos"][0], nodes[10]["pos"][1] + nodes[10]["size"][1] + 40]
+    assert nodes[11]["type"] == "IPAKitApply" and nodes[11]["widgets_values"] == [0.92, "linear", 0.0, 1.0]
+    assert nodes[13]["type"] == "IPAKitApplyAdvanced" and nodes[13]["title"] == "block ramp"
+    weight, weight_type, start, end, _, combine = nodes[13]["widgets_values"][:6]
+    assert (weight, weight_type, start, end, combine) == (1.0, "linear", 0.0, 1.0, "average")
+    assert nodes[13]["widgets_values"][8] == ", ".join(f"d{i}:{i / 18:.3f}" for i in range(19))
+    for node_id in (11, 13):
+        assert _input_link(converted, node_id, "clip_vision")[1:3] == [14, 0]
+        assert _input_link(converted, node_id, "clip_vision")[5] == "CLIP_VISION"
+        assert _input_link(converted, node_id, "image")[1] == 9
+    assert _input_link(converted, 11, "ipadapter")[1:3] == [10, 0]
+    assert _input_link(converted, 13, "ipadapter")[1:3] == [12, 0]  # through the reroute, which passes our type
+    assert nodes[12]["inputs"][0]["type"] == nodes[12]["outputs"][0]["type"] == "IPADAPTER_KIT"
+    assert _input_link(converted, 13, "model")[1] == 11 and _input_link(converted, 6, "model")[1] == 13
+
+
+def _xlabs_strengths(begin, end, smoothing, size=19):
+    """x-flux-comfyui utils.py's strength models, as written there."""
+    half = size // 2
+    if smoothing == "Linear":
+        return [begin + (end - begin) * (i / (size - 1)) for i in range(size)]
+    if smoothing == "First half":
+        return [begin + (end - begin) * (i / (half - 1)) for i in range(half)] + [end] * (size - half)
+    if smoothing == "Second half":
+        return [begin] * (size - half) + [begin + (end - begin) * (i / (half - 1)) for i in range(half)]
+    fade = 1 / (1 + np.exp(-(np.arange(size) - size / 2) * 8 / size))
+    return list(begin + (end - begin) * (fade - 0.5))
+
+
+@pytest.mark.parametrize("smoothing", ["Linear", "First half", "Second half", "Sigmoid"])
+@pytest.mark.parametrize("begin, end", [(0.0, 1.0), (0.9, 0.2), (-0.5, 2.0)])
+def test_xlabs_block_schedule_becomes_flux_block_weights(smoothing, begin, end):
+    workflow = load_flux("xlabs")
+    nodes_by_id(workflow)[13]["widgets_values"] = [begin, end, smoothing]
+    result = convert(workflow)
+    assert result.exit_code == 0
+    text = nodes_by_id(result.workflow)[13]["widgets_values"][8]
+    entries = [entry.split(":") for entry in text.split(", ")]
+    assert [name for name, _ in entries] == [f"d{i}" for i in range(19)]  # every double block, in order
+    assert all(len(value.split(".")[1]) == 3 for _, value in entries)
+    expected = _xlabs_strengths(begin, end, smoothing)
+    assert np.allclose([float(value) for _, value in entries], expected, atol=5e-4 + 1e-9, rtol=0)
+    assert text == ", ".join(f"d{i}:{(round(float(w), 3) or 0.0):.3f}" for i, w in enumerate(expected))
+    from ipadapter_kit.ipadapter_core.families.flux import FLUX  # what Apply (advanced) reads it with
+    parsed = FLUX.parse_block_weights(text)
+    assert list(parsed[:19]) == [float(value) for _, value in entries] and not any(parsed[19:])
+
+
+def test_xlabs_sigmoid_and_half_schedules_have_their_shape():
+    def weights(begin, end, smoothing):
+        workflow = load_flux("xlabs")
+        nodes_by_id(workflow)[13]["widgets_values"] = [begin, end, smoothing]
+        text = nodes_by_id(convert(workflow).workflow)[13]["widgets_values"][8]
+        return [float(entry.split(":")[1]) for entry in text.split(", ")]
+
+    first, second = weights(0.0, 1.0, "First half"), weights(0.0, 1.0, "Second half")
+    assert first[:9] == [round(i / 8, 3) for i in range(9)] and first[9:] == [1.0] * 10
+    assert second[:10] == [0.0] * 10 and second[10:] == [round(i / 8, 3) for i in range(9)]
+    sigmoid = weights(0.0, 1.0, "Sigmoid")  # their sigmoid is centred: it starts below begin, ends below end
+    assert sigmoid[0] == -0.482 and sigmoid[-1] == 0.473 and sigmoid == sorted(sigmoid)
+
+
+def test_xlabs_unknown_smoothing_is_lossy():
+    workflow = load_flux("xlabs")
+    nodes_by_id(workflow)[13]["widgets_values"] = [0.0, 1.0, "Cosine"]
+    result = convert(workflow)
+    assert problems(result) == ["lossy: node 13 ApplyAdvancedFluxIPAdapter -> IPAKitApplyAdvanced: smothing_type "
+                                "'Cosine' is not one of ['Linear', 'First half', 'Second half', 'Sigmoid']; 'Linear' "
+                                "is used"]
+    assert nodes_by_id(result.workflow)[13]["widgets_values"][8].startswith("d0:0.000, d1:0.056, ")
+
+
+def test_instantx_nodes_map_to_loader_siglip_loader_and_apply():
+    converted = convert(load_flux("instantx")).workflow
+    nodes = nodes_by_id(converted)
+    assert nodes[10]["type"] == "IPAKitModelLoader" and nodes[10]["widgets_values"] == ["ip-adapter.bin"]
+    assert nodes[12]["type"] == "IPAKitCLIPVisionLoader" and nodes[12]["widgets_values"] == [SIGLIP]
+    assert nodes[11]["type"] == "IPAKitApply" and nodes[11]["widgets_values"] == [0.75, "linear", 0.2, 0.6]
+    assert _input_link(converted, 11, "clip_vision")[1:3] == [12, 0]
+    assert _input_link(converted, 11, "ipadapter")[1:3] == [10, 0]
+    assert converted["last_link_id"] == max(link[0] for link in converted["links"]) == 14
+
+
+@pytest.mark.parametrize("start, end, steps, weight, lossy", [
+    (0.2, 1.0, 10, 0.6, True), (0.0, 1.0, 4, 0.5, True), (1.0, 0.0, 3, 0.5, True), (0.3, 0.9, 2, 0.6, True),
+    (0.7, 0.7, 10, 0.7, False),  # a flat ramp is just a weight
+    (0.0, 0.8, 1, 0.8, False),  # one step: their weight is weight_end throughout
+])
+def test_instantx_weight_ramp_becomes_its_mean(start, end, steps, weight, lossy):
+    workflow = load_flux("instantx_advanced")
+    nodes_by_id(workflow)[11]["widgets_values"] = [start, end, steps, 0.1, 0.9]
+    result = convert(workflow)
+    assert nodes_by_id(result.workflow)[11]["widgets_values"] == [weight, "linear", 0.1, 0.9]
+    assert problems(result) == ([f"lossy: node 11 ApplyIPAdapterFluxAdvanced -> IPAKitApply: the weight ramps from "
+                                 f"{start} to {end} over their first {steps} steps (then stays at {end}); this pack "
+                                 f"has no per-step weight: weight {weight} (the ramp's mean) is used"]
+                                if lossy else [])
+
+
+def test_flux_api_prompt_converts_and_one_encoder_node_serves_both_applies():
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux1-dev-fp8.safetensors"}},
+        "9": {"class_type": "LoadImage", "inputs": {"image": "reference_a.png"}},
+        "10": {"class_type": "IPAdapterFluxLoader", "inputs": {
+            "ipadapter": "ip-adapter.bin", "clip_vision": "google/siglip-so400m-patch14-384", "provider": "cpu"}},
+        "11": {"class_type": "ApplyIPAdapterFlux", "inputs": {
+            "model": ["1", 0], "ipadapter_flux": ["10", 0], "image": ["9", 0], "weight": 0.75, "start_percent": 0.0,
+            "end_percent": 1.0}, "_meta": {"title": "Apply IPAdapter Flux Model"}},
+        "12": {"class_type": "ApplyIPAdapterFluxAdvanced", "inputs": {
+            "model": ["11", 0], "ipadapter_flux": ["10", 0], "image": ["9", 0], "weight_start": 0.5,
+            "weight_end": 0.5, "steps": 10, "start_percent": 0.0, "end_percent": 0.5}},
+    }
+    result = convert(prompt)
+    out = result.workflow
+    assert out["13"] == {"class_type": "IPAKitCLIPVisionLoader", "inputs": {"clip_name": SIGLIP},
+                         "_meta": {"title": "IPAdapter Kit: Load CLIP Vision"}}
+    assert out["10"] == {"class_type": "IPAKitModelLoader", "inputs": {"ipadapter_file": "ip-adapter.bin"}}
+    assert out["11"]["inputs"] == {"weight": 0.75, "weight_type": "linear", "start_at": 0.0, "end_at": 1.0,
+                                   "model": ["1", 0], "ipadapter": ["10", 0], "image": ["9", 0],
+                                   "clip_vision": ["13", 0]}
+    assert out["11"]["_meta"]["title"] == "IPAdapter Kit: Apply"
+    assert out["12"]["class_type"] == "IPAKitApply" and out["12"]["inputs"]["weight"] == 0.5
+    assert out["12"]["inputs"]["clip_vision"] == ["13", 0] and out["12"]["inputs"]["end_at"] == 0.5
+    assert ("note: node 10 IPAdapterFluxLoader -> IPAKitModelLoader: the image encoder it loaded too is a node of its "
+            f"own here: added node 13 IPAKitCLIPVisionLoader (clip_name '{SIGLIP}'), linked to the clip_vision "
+            "input of node(s) 11, 12") in result.report
+    assert result.exit_code == 0
+
+
+def test_flux_apply_without_a_loader_it_can_take_the_encoder_from_is_lossy():
+    workflow = load_flux("xlabs")
+    nodes_by_id(workflow)[10]["widgets_values"] = ["flux-ip-adapter.safetensors", "model.safetensors"]  # old layout
+    result = convert(workflow)
+    assert problems(result) == [
+        "unmapped: node 10 LoadFluxIPAdapter: left as it is: its 2 widget values do not match the 3 widgets "
+        "(ipadatper, clip_vision, provider) of x-flux-comfyui's current node; saved by another version? Rebuild it "
+        "by hand",
+        "lossy: node 11 ApplyFluxIPAdapter -> IPAKitApply: clip_vision is not connected: node 10, which would give "
+        "it, was not converted",
+        "lossy: node 13 ApplyAdvancedFluxIPAdapter -> IPAKitApplyAdvanced: clip_vision is not connected: node 10, "
+        "which would give it, was not converted"]
+    assert len(result.workflow["nodes"]) == len(workflow["nodes"])
+    _link_table_is_consistent(result.workflow)
+
+    prompt = {"11": {"class_type": "ApplyFluxIPAdapter", "inputs": {"model": ["1", 0], "image": ["9", 0],
+                                                                    "ip_scale": 0.5}}}
+    result = convert(prompt)
+    assert problems(result) == [
+        "lossy: node 11 ApplyFluxIPAdapter -> IPAKitApply: clip_vision is not connected and no Flux IP-Adapter "
+        "loader feeds this node: connect a Load CLIP Vision node (IPAdapter Kit: Load CLIP Vision for InstantX's "
+        "SigLIP) to it"]
+
+
+def test_samplers_that_bypass_model_patches_are_reported():
+    workflow = load_flux("xlabs")
+    sampler = nodes_by_id(workflow)[6]
+    sampler["type"] = "XlabsSampler"  # what x-flux-comfyui's own workflows sample with
+    sampler["widgets_values"] = [4, "fixed", 20, 1, 3.5, 0, 1]
+    result = convert(workflow)
+    assert problems(result) == [
+        "lossy: node 6 XlabsSampler: it runs the Flux blocks itself, outside ComfyUI's model patches, so the "
+        "IP-Adapter of node(s) 11, 13 has no effect through it: sample with KSampler or SamplerCustomAdvanced "
+        "(FluxGuidance sets the guidance)"]
+    assert nodes_by_id(result.workflow)[6]["type"] == "XlabsSampler"
+    plain = load_flux("xlabs")  # an XlabsSampler that no converted node feeds is fine
+    plain["nodes"].append({**copy.deepcopy(sampler), "id": 30, "inputs": []})
+    assert problems(convert(plain)) == []
+
+
+def test_unknown_nodes_taking_flux_pack_objects_are_reported():
+    prompt = {"10": {"class_type": "LoadFluxIPAdapter", "inputs": {
+                  "ipadatper": "flux-ip-adapter.safetensors", "clip_vision": "clip-vit-large-patch14.safetensors",
+                  "provider": "GPU"}},
+              "11": {"class_type": "ACME_FluxStack", "inputs": {"ip": ["10", 0], "strength": 0.5}}}
+    result = convert(prompt)
+    assert problems(result) == [
+        "unmapped: node 11 ACME_FluxStack: left as it is: not an x-flux-comfyui node this converter knows, and it "
+        "uses their IP-Adapter objects, which the nodes here do not produce"]
+    assert "note: node 10 LoadFluxIPAdapter -> IPAKitModelLoader: provider 'GPU' " + PROVIDER in result.report
+    assert set(result.workflow) == {"10", "11"}  # nothing links to an encoder node: none is added
+
+
+def _flux_world_missing(object_info):
+    """The files of FLUX_FILES the server does not list (the tiny Flux world not there, or its folders not set)."""
+    missing = []
+    for (node, name), files in FLUX_FILES.items():
+        info = object_info.get(node)
+        spec = next((kind, opts) for n, kind, opts in ordered_inputs(info) if n == name) if info else ([], {})
+        options = spec[0] if isinstance(spec[0], list) else spec[1].get("options") or []
+        missing += [f for f in ((files,) if isinstance(files, str) else files) if f not in options]
+    return missing
+
+
+@pytest.mark.parametrize("name", list(FLUX_REPORTS))
+def test_converted_flux_workflow_is_valid_for_the_server(name, object_info):
+    converted = convert(load_flux(name)).workflow
+    found = validate_widgets(converted, object_info)
+    missing = _flux_world_missing(object_info)
+    assert all(any(f"{file!r} is not one of" in line for file in missing) for line in found), found
+    prompt = to_api(converted, object_info)
+    assert {node["class_type"] for node in prompt.values()} >= {"IPAKitModelLoader", "IPAKitApply"}
+
+
+def small_flux(workflow, object_info):
+    """The converted Flux graph at test size: 64x64 latent, 2 steps."""
+    workflow = copy.deepcopy(workflow)
+    set_widget(workflow, "EmptySD3LatentImage", "width", 64, object_info)
+    set_widget(workflow, "EmptySD3LatentImage", "height", 64, object_info)
+    set_widget(workflow, "KSampler", "steps", 2, object_info)
+    return workflow
+
+
+@pytest.mark.parametrize("name", list(FLUX_REPORTS))
+def test_converted_flux_workflow_runs(name, comfy_server, object_info):
+    missing = _flux_world_missing(object_info)
+    if missing:
+        pytest.skip(f"the tiny Flux world is not served yet (missing: {', '.join(missing)})")
+    converted = small_flux(convert(load_flux(name)).workflow, object_info)
+    with_adapter = run_one_image(comfy_server, to_api(converted, object_info))
+    for node in converted["nodes"]:  # the same graph with the converted apply nodes bypassed
+        if node["type"].startswith("IPAKitApply"):
+            node["mode"] = 4
+    without = run_one_image(comfy_server, to_api(converted, object_info))
+    assert np.abs(with_adapter - without).max() > 0, "the converted IP-Adapter did not change the image"
+
+
+def test_cli_converts_a_flux_pack_workflow(tmp_path):
+    out = tmp_path / "converted.json"
+    done = _cli(["-m", "migrate", str(FLUX_DATA / "xlabs.json"), str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == convert(load_flux("xlabs")).workflow
+    assert done.stderr.splitlines() == FLUX_REPORTS["xlabs"] + [f"wrote {out}"]
