@@ -148,3 +148,25 @@ def test_latent_size_reaches_the_block_hook_through_the_wrapper(flux, monkeypatc
     assert len(patched.get_wrappers(comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL, patching.WRAPPER_KEY)) == 1
     sample(patched, pos, neg)
     assert seen and set(seen) == {(24, 0, (4, 6))}  # latent 8 x 12 -> 4 x 6 tokens, no reference latents
+
+
+def test_runs_beside_redux_tokens_and_kontext_reference_latents(flux, monkeypatch):
+    import comfy.ldm.flux.redux
+    import node_helpers
+    from ipadapter_kit.ipadapter_core.families import flux as core_flux
+    from tinymodels.weights import init_module
+
+    model, pos, neg = flux
+    siglip = encoder(SIGLIP)
+    redux = comfy.sd.StyleModel(init_module(comfy.ldm.flux.redux.ReduxImageEncoder(44, 48), seed=3))
+    (styled,) = comfy_nodes.StyleModelApply().apply_stylemodel(pos, redux, siglip.encode_image(reference(5)), 1.0,
+                                                               "multiply")  # 729 more text tokens
+    reference_latent = torch.randn(1, 16, 8, 8, generator=torch.Generator().manual_seed(6))
+    kontext = node_helpers.conditioning_set_values(styled, {"reference_latents": [reference_latent]}, append=True)
+    seen = []
+    real = core_flux._latent_tokens
+    monkeypatch.setattr(core_flux, "_latent_tokens", lambda o, d: seen.append(real(o, d)) or seen[-1])
+    plain = sample(model, kontext, neg)
+    ours = sample(applied(model, INSTANTX), kontext, neg)
+    assert torch.isfinite(ours).all() and not torch.equal(ours, plain)
+    assert set(seen) == {(24, 16, (4, 6))}  # the reference's 4 x 4 tokens are known, so neither steered nor masked
