@@ -1,5 +1,5 @@
 """API-format prompts for the tiny models, built as plain dicts."""
-from tinymodels.world import CHECKPOINT_SD15
+from tinymodels.world import CHECKPOINT_FLUX, CHECKPOINT_SD15
 
 
 def txt2img(seed=1, steps=4, size=64, prefix="plain"):
@@ -12,6 +12,23 @@ def txt2img(seed=1, steps=4, size=64, prefix="plain"):
         "sampler": {"class_type": "KSampler", "inputs": {
             "model": ["ckpt", 0], "seed": seed, "steps": steps, "cfg": 5.0, "sampler_name": "euler",
             "scheduler": "normal", "positive": ["pos", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
+            "denoise": 1.0}},
+        "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
+        "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},
+    }
+
+
+def flux_txt2img(seed=1, steps=4, size=64, prefix="flux"):
+    """API-format Flux text-to-image on the tiny checkpoint (cfg 1 with FluxGuidance, as Flux.1-dev is run)."""
+    return {
+        "ckpt": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": CHECKPOINT_FLUX}},
+        "pos": {"class_type": "CLIPTextEncode", "inputs": {"text": "a photo of a cat", "clip": ["ckpt", 1]}},
+        "guide": {"class_type": "FluxGuidance", "inputs": {"conditioning": ["pos", 0], "guidance": 3.5}},
+        "neg": {"class_type": "CLIPTextEncode", "inputs": {"text": "", "clip": ["ckpt", 1]}},
+        "latent": {"class_type": "EmptySD3LatentImage", "inputs": {"width": size, "height": size, "batch_size": 1}},
+        "sampler": {"class_type": "KSampler", "inputs": {
+            "model": ["ckpt", 0], "seed": seed, "steps": steps, "cfg": 1.0, "sampler_name": "euler",
+            "scheduler": "simple", "positive": ["guide", 0], "negative": ["neg", 0], "latent_image": ["latent", 0],
             "denoise": 1.0}},
         "decode": {"class_type": "VAEDecode", "inputs": {"samples": ["sampler", 0], "vae": ["ckpt", 2]}},
         "save": {"class_type": "SaveImage", "inputs": {"images": ["decode", 0], "filename_prefix": prefix}},

@@ -20,7 +20,7 @@ SD15_ATTENTIONS = (
 )
 
 
-def _save(sd, path):
+def save_tensors(sd, path):
     path = pathlib.Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
@@ -34,7 +34,7 @@ def write_controlnet(path, seed=0):
     net = comfy.cldm.cldm.ControlNet(hint_channels=3, dtype=torch.float32, device="cpu",
                                      operations=comfy.ops.disable_weight_init, **config)
     init_module(net, seed)
-    return _save({f"control_model.{k}": v for k, v in net.state_dict().items()}, path)
+    return save_tensors({f"control_model.{k}": v for k, v in net.state_dict().items()}, path)
 
 
 def lora_shapes():
@@ -61,4 +61,4 @@ def write_lora(path, seed=0, unet_only=False):
         shapes[f"{name}.lora_up.weight"] = (out_f, LORA_RANK)
     sd = random_tensors(shapes, seed)
     sd.update({f"{name}.alpha": torch.tensor(float(LORA_RANK) / 2) for name in modules})
-    return _save(sd, path)
+    return save_tensors(sd, path)

@@ -1,14 +1,15 @@
 """A tiny Flux.1-dev (checkpoint, LoRA, XLabs ControlNet) built from ComfyUI's own classes."""
-import pathlib
+import dataclasses
 
 import torch
-from safetensors.torch import save_file
 
 import comfy.ldm.flux.controlnet  # noqa: E402  (import conftest first: it selects the CPU)
+import comfy.ldm.flux.model  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.ops  # noqa: E402
 import comfy.taesd.taesd  # noqa: E402
 from host_support import TinyFlux, TinyFluxClipModel, tiny_configs  # noqa: E402
+from tinymodels.extras import save_tensors  # noqa: E402
 from tinymodels.weights import init_module, random_tensors  # noqa: E402
 
 LORA_RANK = 4
@@ -18,7 +19,9 @@ TAEF1_SCALE, TAEF1_SHIFT = 0.3611, 0.1159  # what ComfyUI's VAELoader sets on ta
 
 def model_config(**overrides):
     """The tiny supported-model config ComfyUI detects for the tiny Flux files."""
-    return TinyFlux({**tiny_configs.FLUX_DIT, **overrides})
+    fields = {f.name for f in dataclasses.fields(comfy.ldm.flux.model.FluxParams)}
+    newer = {"txt_ids_dims": []} if "txt_ids_dims" in fields else {}  # what newer ComfyUI detects for Flux.1
+    return TinyFlux({**tiny_configs.FLUX_DIT, **newer, **overrides})
 
 
 def _init(module, seed):
@@ -39,13 +42,6 @@ def tiny_flux(seed=0):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
-def _save(sd, path):
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    save_file({k: v.contiguous() for k, v in sd.items()}, str(path))
-    return path
-
-
 def write_flux_checkpoint(path, seed=0):
     """One file with the DiT, tiny CLIP-L + T5 and a 16-channel taef1, under ComfyUI's Flux key prefixes."""
     sd = {f"model.diffusion_model.{k}": v for k, v in tiny_flux(seed).model.diffusion_model.state_dict().items()}
@@ -56,7 +52,7 @@ def write_flux_checkpoint(path, seed=0):
         vae.vae_scale.fill_(TAEF1_SCALE)
         vae.vae_shift.fill_(TAEF1_SHIFT)
     sd.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
-    return _save(sd, path)
+    return save_tensors(sd, path)
 
 
 def lora_shapes():
@@ -87,7 +83,7 @@ def write_flux_lora(path, seed=0):
         shapes[f"{name}.lora_up.weight"] = (out_f, LORA_RANK)
     sd = random_tensors(shapes, seed)
     sd.update({f"{name}.alpha": torch.tensor(float(LORA_RANK)) for name in modules})
-    return _save(sd, path)
+    return save_tensors(sd, path)
 
 
 def write_flux_controlnet(path, seed=0):
@@ -95,7 +91,7 @@ def write_flux_controlnet(path, seed=0):
     config = model_config(depth=CONTROLNET_DEPTH, depth_single_blocks=0).unet_config
     net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                                    device="cpu", **config)
-    return _save(_init(net, seed).state_dict(), path)
+    return save_tensors(_init(net, seed).state_dict(), path)
 
 
 def write_siglip(path, seed=0):
@@ -111,4 +107,4 @@ def write_siglip(path, seed=0):
         model = SiglipVisionModel(config).eval()
     # transformers 5 drops the "vision_model." prefix from SiglipVisionModel's own state dict; the files have it.
     sd = {k if k.startswith("vision_model.") else f"vision_model.{k}": v for k, v in model.state_dict().items()}
-    return _save(sd, path)
+    return save_tensors(sd, path)
