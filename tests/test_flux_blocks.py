@@ -120,7 +120,7 @@ def diffusers_block(comfy_block):
     from diffusers.models.transformers.transformer_flux import FluxTransformerBlock
 
     block = FluxTransformerBlock(HIDDEN, HEADS, HEAD_DIM).eval()
-    sd = comfy_block.state_dict()
+    sd = {k.replace("_norm.weight", "_norm.scale"): v for k, v in comfy_block.state_dict().items()}  # newer ComfyUI
     to = {}
     for side, attn_prefix, q, k, v, norm_q, norm_k, out, ff, norm1 in (
             ("img", "attn.", "to_q", "to_k", "to_v", "norm_q", "norm_k", "to_out.0", "ff", "norm1"),

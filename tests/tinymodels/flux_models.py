@@ -42,9 +42,16 @@ def tiny_flux(seed=0):
     return comfy.model_patcher.ModelPatcher(model, load_device=torch.device("cpu"), offload_device=torch.device("cpu"))
 
 
+def released_keys(sd):
+    """Key names as BFL / XLabs release them: QK-norm scales are `.scale` (newer ComfyUI calls them `.weight`)."""
+    return {k[:-len("weight")] + "scale" if k.endswith(("query_norm.weight", "key_norm.weight")) else k: v
+            for k, v in sd.items()}
+
+
 def write_flux_checkpoint(path, seed=0):
     """One file with the DiT, tiny CLIP-L + T5 and a 16-channel taef1, under ComfyUI's Flux key prefixes."""
-    sd = {f"model.diffusion_model.{k}": v for k, v in tiny_flux(seed).model.diffusion_model.state_dict().items()}
+    dit = released_keys(tiny_flux(seed).model.diffusion_model.state_dict())
+    sd = {f"model.diffusion_model.{k}": v for k, v in dit.items()}
     clip = init_module(TinyFluxClipModel(dtype=torch.float32), seed + 1)
     sd.update({f"text_encoders.{k}": v for k, v in clip.state_dict().items()})
     vae = init_module(comfy.taesd.taesd.TAESD(latent_channels=16), seed + 2)
@@ -91,7 +98,7 @@ def write_flux_controlnet(path, seed=0):
     config = model_config(depth=CONTROLNET_DEPTH, depth_single_blocks=0).unet_config
     net = comfy.ldm.flux.controlnet.ControlNetFlux(operations=comfy.ops.disable_weight_init, dtype=torch.float32,
                                                    device="cpu", **config)
-    return save_tensors(_init(net, seed).state_dict(), path)
+    return save_tensors(released_keys(_init(net, seed).state_dict()), path)
 
 
 def write_siglip(path, seed=0):
