@@ -102,13 +102,17 @@ def sigma_range(model, start_at, end_at):
 
 
 def linear_rows(linear, x, start, stop):
-    """Rows start:stop of a ComfyUI Linear's output; the whole layer runs when ComfyUI casts or patches its weights
-    on the fly (low-VRAM LoRA, fp8), so those stay exact."""
-    cast = getattr(linear, "comfy_cast_weights", False) or getattr(linear, "weight_function", None) or \
-        getattr(linear, "bias_function", None)
-    if cast or linear.weight.device != x.device or linear.weight.dtype != x.dtype:
+    """Rows start:stop of a ComfyUI Linear's output. Plain float weights (fp32 / fp16 / bf16 / fp8, on any device)
+    are sliced and cast as ComfyUI's manual cast would; weights ComfyUI patches on the fly (low-VRAM LoRA) or stores
+    scaled / quantised run the whole layer, so those stay exact."""
+    weight, bias = linear.weight, linear.bias
+    patched = getattr(linear, "weight_function", None) or getattr(linear, "bias_function", None)
+    plain = type(weight) in (torch.Tensor, torch.nn.Parameter) and weight.is_floating_point() and \
+        not hasattr(linear, "scale_weight")
+    if patched or not plain:
         return linear(x)[..., start:stop]
-    return core_flux.default_linear_rows(linear, x, start, stop)
+    rows = weight[start:stop].to(x.device, x.dtype)
+    return torch.nn.functional.linear(x, rows, None if bias is None else bias[start:stop].to(x.device, x.dtype))
 
 
 def _installed(clone, hook):

@@ -170,3 +170,21 @@ def test_runs_beside_redux_tokens_and_kontext_reference_latents(flux, monkeypatc
     ours = sample(applied(model, INSTANTX), kontext, neg)
     assert torch.isfinite(ours).all() and not torch.equal(ours, plain)
     assert set(seen) == {(24, 16, (4, 6))}  # the reference's 4 x 4 tokens are known, so neither steered nor masked
+
+
+def test_query_rows_match_the_whole_layer_for_plain_cast_and_patched_weights():
+    import comfy.ops
+
+    gen = torch.Generator().manual_seed(8)
+    x = torch.randn(2, 5, 16, generator=gen)
+    plain = comfy.ops.disable_weight_init.Linear(16, 48)
+    cast = comfy.ops.manual_cast.Linear(16, 48, dtype=torch.float16)  # weights cast at call time
+    patched = comfy.ops.disable_weight_init.Linear(16, 48)
+    for layer in (plain, cast, patched):
+        with torch.no_grad():
+            layer.weight.copy_(torch.randn(layer.weight.shape, generator=gen))
+            layer.bias.copy_(torch.randn(layer.bias.shape, generator=gen))
+    patched.weight_function = [lambda w: w * 2]  # what ComfyUI does for a LoRA in low-VRAM mode
+    for layer in (plain, cast, patched):
+        whole = layer(x.to(layer.weight.dtype) if layer is not cast else x)[..., 16:32]
+        torch.testing.assert_close(patching.linear_rows(layer, x, 16, 32), whole.to(x.dtype), atol=1e-3, rtol=1e-3)
