@@ -123,10 +123,11 @@ WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights}
 def from_state_dict(nested, name="adapter"):
     """Detect and strictly load a nested state dict; key mismatches become UnknownFormatError."""
     spec = detect(nested, name)
-    model = WEIGHTS_BY_LAYOUT[spec.layout](spec)
-    flat = {f"{g}.{k}": v for g, sd in nested.items() for k, v in sd.items()}
+    with torch.device("meta"):  # no random init of weights the file replaces anyway (seconds for Flux adapters)
+        model = WEIGHTS_BY_LAYOUT[spec.layout](spec)
+    flat = {f"{g}.{k}": v.float() if v.is_floating_point() else v for g, sd in nested.items() for k, v in sd.items()}
     try:
-        model.load_state_dict(flat, strict=True)
+        model.load_state_dict(flat, strict=True, assign=True)
     except RuntimeError as e:
         raise UnknownFormatError(
             f"{name}: looks like a {spec.describe()}, but its tensors do not fit that layout ({e}). "
