@@ -4,9 +4,12 @@
 Builds real-size SD1.5 and SDXL UNets (random weights) through ComfyUI's own classes, real-size adapter files
 (random weights, written from the released tensor shapes), patches the model through the pack's own apply path
 (nodes.patching.apply_embeds) and times the model forward the sampler runs (batch 2: uncond + cond), unpatched vs
-patched, interleaved. Writes docs/benchmarks.md. See the Method section of that file for what is measured and how.
+patched, interleaved. A Flux phase (scripts/bench_flux.py) times one real-width Flux.1 double and single block, plain
+vs patched through the pack's dit block replace (XLabs, InstantX). Writes docs/benchmarks.md (a run of some phases
+replaces only their sections). See the Method section of that file for what is measured and how.
 
-    .host/venv/bin/python scripts/bench.py [--arch sd15|sdxl|both] [--size N] [--pairs N] [--device cpu|cuda]
+    .host/venv/bin/python scripts/bench.py [--arch sd15|sdxl|flux|both|all] [--size N] [--pairs N]
+                                           [--flux-tokens N] [--device cpu|cuda]
 """
 import argparse
 import contextlib
@@ -17,6 +20,7 @@ import json
 import os
 import pathlib
 import platform
+import re
 import shutil
 import statistics
 import subprocess
@@ -29,11 +33,15 @@ DOC = ROOT / "docs" / "benchmarks.md"
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
 DEFAULT_SIZE = {"sd15": 32, "sdxl": 16}  # latent side on CPU; SDXL real size is ~4 s a step at 16x16 on 1 core
 TARGETS = {"base": 1.03, "plus": 1.05, "four": 1.10, "masked": 1.10}  # issue 6
+PHASES = {"all": ("sd15", "sdxl", "flux"), "both": ("sd15", "sdxl"), "sd15": ("sd15",), "sdxl": ("sdxl",),
+          "flux": ("flux",)}
+SECTION_ORDER = ("sd15", "sdxl", "flux")  # <!-- bench:NAME --> sections of the doc, in this order
 
 
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    p.add_argument("--arch", choices=("sd15", "sdxl", "both"), default="both")
+    p.add_argument("--arch", choices=tuple(PHASES), default="all",
+                   help="phases to run: " + "; ".join(f"{k}: {', '.join(v)}" for k, v in PHASES.items()))
     p.add_argument("--size", type=int, default=None,
                    help="latent side (pixels / 8); default 32 for SD1.5 and 16 for SDXL on CPU, 64 on CUDA")
     p.add_argument("--pairs", type=int, default=9, help="timed rounds (each patched case paired with unpatched)")
@@ -45,6 +53,9 @@ def parse_args(argv=None):
                    help="torch CPU threads while timing (default 1: see the Method section of docs/benchmarks.md)")
     p.add_argument("--cases", default="base,plus,four,masked,faceid", help="comma-separated subset of cases")
     p.add_argument("--no-clip", action="store_true", help="skip the real-size CLIP ViT-H encode timing")
+    p.add_argument("--flux-tokens", type=int, default=1024,
+                   help="Flux image tokens (1024 = a 512x512 image, the CPU default; 4096 = 1024x1024)")
+    p.add_argument("--flux-text", type=int, default=512, help="Flux text tokens (T5, 512 for dev)")
     p.add_argument("--out", default=str(DOC), help="markdown file to write ('-' for none)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one phase in a fresh process
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -98,9 +109,11 @@ from ipadapter_kit.ipadapter_core import attention as core_attention  # noqa: E4
 from ipadapter_kit.ipadapter_core import embeds as core_embeds  # noqa: E402
 from ipadapter_kit.nodes import clip_encode, model_cache, paths, patching  # noqa: E402
 
+import bench_flux  # noqa: E402  (scripts/, next to this file: the Flux phase)
+
 DEVICE = torch.device(ARGS.device)
 DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-    ARGS.dtype or ("fp16" if ARGS.device == "cuda" else "fp32")]
+    ARGS.dtype or ("fp32" if ARGS.device == "cpu" else "bf16" if ARGS.worker == "flux" else "fp16")]
 SETUP_THREADS = os.cpu_count() or 1
 
 # ---------------------------------------------------------------------------------------------------- shapes
@@ -303,19 +316,20 @@ class Probes:
                 setattr(torch.Tensor, name, real)
 
     @contextlib.contextmanager
-    def time_kv(self):
-        """Seconds spent projecting image K/V (IPAdapterPatch._layer_kv cache misses) while the block runs."""
-        cls = core_attention.IPAdapterPatch
+    def time_kv(self, cls=None):
+        """Seconds spent projecting image K/V (_layer_kv cache misses of cls, IPAdapterPatch by default) while the
+        block runs. _layer_kv(i, prompt, layer, device, dtype, *rest) caches under (i, layer, device, dtype, *rest)."""
+        cls = cls or core_attention.IPAdapterPatch
         real = cls._layer_kv
         spent = [0.0]
 
-        def timed(patch, i, prompt, layer, device, dtype):
-            if (i, layer, device, dtype) in getattr(patch, "_kv", {}):
-                return real(patch, i, prompt, layer, device, dtype)
+        def timed(patch, i, prompt, layer, device, dtype, *rest):
+            if (i, layer, device, dtype, *rest) in getattr(patch, "_kv", {}):
+                return real(patch, i, prompt, layer, device, dtype, *rest)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             t0 = time.perf_counter()
-            out = real(patch, i, prompt, layer, device, dtype)
+            out = real(patch, i, prompt, layer, device, dtype, *rest)
             if device.type == "cuda":
                 torch.cuda.synchronize()
             spent[0] += time.perf_counter() - t0
@@ -814,7 +828,8 @@ def fmt_mb(value):
     return "n/a" if value is None else "≤ 0 MB" if value <= 0 else f"{value / MB:.0f} MB"
 
 
-SDXL_NOTE = (" SDXL runs a 16×16 latent by default so that `make bench` stays under 15 minutes on 2 cores: one "
+SDXL_NOTE = (" SDXL runs a 16×16 latent by default so that the SD1.5 and SDXL phases of `make bench` stay under 15 "
+             "minutes on 2 cores: one "
              "real-size SDXL step takes about 4 s at 16×16 and 7.5 s at 32×32 on one core here (`--size 32` for the "
              "larger one).")
 
@@ -927,23 +942,35 @@ def arch_section(r):
     return "\n".join(lines)
 
 
-def write_doc(path, results, info, elapsed):
+def section_for(r):
+    return bench_flux.section(sys.modules[__name__], r) if r["arch"] == "flux" else arch_section(r)
+
+
+def write_doc(path, results, info, elapsed, partial=False):
+    """Write the doc: sections of the phases that ran replace theirs, the others are kept as they were. After a run
+    of some phases only, the head keeps the date and duration of the last full run."""
     old = path.read_text() if path.exists() else ""
     sections = {}
-    for arch in ARCH_NAMES:
+    for arch in SECTION_ORDER:
         start, end = f"<!-- bench:{arch} -->", f"<!-- /bench:{arch} -->"
         if start in old and end in old:
             sections[arch] = old[old.index(start):old.index(end) + len(end)]
     for r in results:
-        sections[r["arch"]] = arch_section(r)
+        sections[r["arch"]] = section_for(r)
+    last = re.search(r"Last (?:full )?run (.+?), took\s+([\d.]+) minutes", old)
+    if partial and last:
+        ran = ", ".join(ARCH_NAMES.get(r["arch"], "Flux") for r in results)
+        run_line = (f"Last full run {last.group(1)}, took\n{last.group(2)} minutes; {ran} updated {info['date']} by "
+                    f"`--arch {ARGS.arch}` ({elapsed / 60:.1f} minutes).")
+    else:
+        run_line = f"Last run {info['date']}, took\n{elapsed / 60:.1f} minutes."
     gpu_line = (f"GPU: {info['gpu']}." if info["gpu"] else
                 "GPU: none. This task had no GPU machine lent, so there are no CUDA rows (fp16, 64×64 and 128×128 "
                 "latents); `scripts/bench.py --device cuda --size 64` (then `--size 128`) adds them on a GPU "
                 "machine — that path is written but has not been run.")
     head = f"""# Benchmarks: what image prompts cost
 
-Written by `make bench` (`scripts/bench.py`); figures elsewhere quote this file. Last run {info['date']}, took
-{elapsed / 60:.1f} minutes.
+Written by `make bench` (`scripts/bench.py`); figures elsewhere quote this file. {run_line}
 
 Machine: {info['cpu']}, {info['cores']} cores, {info['ram_gb']:.0f} GB RAM, shared and noisy. {gpu_line}
 Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python']}; timing threads:
@@ -974,7 +1001,12 @@ Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python
   whenever the second vCPU was contended (OpenMP threads spin at barriers while their partner is descheduled), so
   CPU and wall time swung by ±50%; with one thread, back-to-back steps agreed within ±2%. Setup (random weights)
   uses all cores.
-- Each phase (CLIP encode, SD1.5, SDXL) runs in its own process, so each starts with the memory free.
+- Each phase (CLIP encode, SD1.5, SDXL, Flux blocks) runs in its own process, so each starts with the memory
+  free. `--arch sd15|sdxl|flux|both` runs some of them and replaces only their sections here.
+- Flux (its section has the details): one real-width Flux.1 double block and one single block (ComfyUI's classes,
+  random weights), plain vs the pack's installed `dit` block replace for real-size XLabs and InstantX adapter
+  files, same clock, threads and interleaving; a whole Flux model (12B parameters, 48 GB in float32) does not fit
+  this machine.
 - Memory: {MEMORY.what}.
   tracemalloc does not see torch's allocations, and torch keeps no CPU allocator statistics.
 - Level 1 is one attn2 call in isolation (real shapes of adapter layer 0) against ComfyUI's
@@ -1015,7 +1047,7 @@ separately: it copied q into a per-head layout, ran torch's softmax on rows of 4
 the output, once per prompt.
 """
     body = [head]
-    for arch in ARCH_NAMES:
+    for arch in SECTION_ORDER:
         if arch in sections:
             body.append(sections[arch])
     body += [bounds]
@@ -1036,6 +1068,8 @@ def worker():
     try:
         if ARGS.worker == "clip":
             result = encode_cost(log)
+        elif ARGS.worker == "flux":
+            result = bench_flux.run_flux(sys.modules[__name__], tmp, log)
         else:
             size = ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE[ARGS.worker])
             result = run_arch(ARGS.worker, size, tmp, log)
@@ -1056,7 +1090,9 @@ def main():
     log(f"{info['cpu']}, {info['cores']} cores; torch {info['torch']}, ComfyUI {info['comfyui']}; device "
         f"{ARGS.device} {str(DTYPE).replace('torch.', '')}; attention: "
         f"{comfy.ldm.modules.attention.optimized_attention.__name__}")
-    phases = ([] if ARGS.no_clip else ["clip"]) + (["sd15", "sdxl"] if ARGS.arch == "both" else [ARGS.arch])
+    wanted = list(PHASES[ARGS.arch])
+    unet = any(p in ("sd15", "sdxl") for p in wanted)  # the CLIP encode figure is quoted in their sections
+    phases = ([] if ARGS.no_clip or not unet else ["clip"]) + wanted
     results, clip, failed = [], None, []
     with tempfile.TemporaryDirectory(prefix="ipakit-bench-") as tmp:
         for phase in phases:
@@ -1074,13 +1110,13 @@ def main():
             else:
                 results.append(result)
     for r in results:
-        if clip:
+        if clip and r["arch"] != "flux":
             r["encode"] = clip
     elapsed = time.time() - started
-    sections = "\n\n".join(arch_section(r) for r in results)
+    sections = "\n\n".join(section_for(r) for r in results)
     print("\n" + sections.replace("<!-- ", "").replace(" -->", ""))
     if ARGS.out != "-" and results:
-        write_doc(pathlib.Path(ARGS.out), results, info, elapsed)
+        write_doc(pathlib.Path(ARGS.out), results, info, elapsed, partial=set(wanted) != set(PHASES["all"]))
         log(f"wrote {ARGS.out}")
     log(f"done in {elapsed / 60:.1f} minutes")
     return 1 if failed else 0
