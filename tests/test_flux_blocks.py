@@ -1,4 +1,5 @@
 """The Flux block hook on real ComfyUI Flux blocks: parity with diffusers (XLabs), InstantX's formula, invariants."""
+import dataclasses
 import types
 
 import pytest
@@ -361,3 +362,18 @@ def test_xlabs_and_instantx_stacked_each_enter_at_their_own_point(blocks):
     only_i = run_double(flux_patch(blocks, instantx), blocks, img, txt, vec, pe, opts())["img"]
     both = run_double(flux_patch(blocks, instantx, xlabs), blocks, img, txt, vec, pe, opts())["img"]
     torch.testing.assert_close(both, only_i + (only_x - plain), atol=1e-5, rtol=0)
+
+
+def test_separate_references_with_weights_w_and_zero_equal_one_reference(blocks):
+    img, txt, vec, pe, _ = stream_inputs(seed=15)
+    weights = instantx_weights()
+    one = prompt(weights, weight=0.7)
+    two = prompt(weights, weight=0.7, batch_refs=2, embeds_seed=3)  # reference 0 is the same embedding as `one`
+    two = dataclasses.replace(two, cond=torch.cat((one.cond, two.cond[1:])), uncond=two.uncond,
+                              ref_weights=(1.0, 0.0))
+    alone = run_double(flux_patch(blocks, one), blocks, img, txt, vec, pe, options("double", 5))["img"]
+    pair = run_double(flux_patch(blocks, two), blocks, img, txt, vec, pe, options("double", 5))["img"]
+    torch.testing.assert_close(pair, alone, atol=1e-5, rtol=1e-5)
+    both = run_double(flux_patch(blocks, dataclasses.replace(two, ref_weights=(1.0, 1.0))), blocks, img, txt, vec,
+                      pe, options("double", 5))["img"]
+    assert not torch.allclose(both, alone, atol=1e-4)
