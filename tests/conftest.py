@@ -105,3 +105,18 @@ def flux(world_paths):
         return node_helpers.conditioning_set_values(cond, {"guidance": 3.5})
 
     return model, encode("a photo of a cat"), encode("")
+
+
+@pytest.fixture(scope="session")
+def sd35(world_paths):
+    """(model, positive, negative) of the tiny SD3.5 Large all-in-one checkpoint, loaded in-process."""
+    import comfy.sd
+    import host_support  # noqa: F401  (registers the tiny model configs)
+
+    from tinymodels.world import CHECKPOINT_SD35
+
+    path = world_paths / "models" / "checkpoints" / CHECKPOINT_SD35
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(path))
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a cat"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    return model, positive, negative

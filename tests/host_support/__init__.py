@@ -1,4 +1,5 @@
-"""Test host only: teaches ComfyUI 0.3.x to load the tiny test checkpoints and CLIP-vision files.
+"""Test host only: teaches ComfyUI 0.3.x to load the tiny test checkpoints (SD1.5, SDXL, Flux, SD3.5) and
+CLIP-vision files.
 
 Linked into custom_nodes/ by scripts/setup_host.sh; never part of the published pack. It adds model
 configs matched by the tiny shapes (real files never match them) and exports no nodes.
@@ -17,6 +18,8 @@ import comfy.sd1_clip  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 import comfy.text_encoders.flux  # noqa: E402
+import comfy.text_encoders.sd3_clip  # noqa: E402
+import torch  # noqa: E402
 
 
 class TinySD1ClipModel(comfy.sd1_clip.SD1ClipModel):
@@ -72,6 +75,40 @@ class TinyFlux(comfy.supported_models.Flux):
         return comfy.supported_models_base.ClipTarget(comfy.text_encoders.flux.FluxTokenizer, TinyFluxClipModel)
 
 
+class TinySD3ClipModel(comfy.text_encoders.sd3_clip.SD3ClipModel):
+    """CLIP-L + CLIP-G + T5 at tiny widths; core pads CLIP-L+G to a hard-coded 4096, here to the tiny T5 width."""
+
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        model_options = {**model_options, "clip_l_model_config": dict(tiny_configs.SD3_CLIP_L),
+                         "clip_g_model_config": dict(tiny_configs.SD3_CLIP_G),
+                         "t5xxl_model_config": dict(tiny_configs.SD3_T5)}
+        super().__init__(clip_l=True, clip_g=True, t5=True, device=device, dtype=dtype, model_options=model_options)
+
+    def encode_token_weights(self, token_weight_pairs):
+        l_out, l_pooled = self.clip_l.encode_token_weights(token_weight_pairs["l"])[:2]
+        g_out, g_pooled = self.clip_g.encode_token_weights(token_weight_pairs["g"])[:2]
+        cut = min(l_out.shape[1], g_out.shape[1])
+        lg_out = torch.cat([l_out[:, :cut], g_out[:, :cut]], dim=-1)
+        lg_out = torch.nn.functional.pad(lg_out, (0, tiny_configs.SD3_CONTEXT - lg_out.shape[-1]))
+        t5_out = self.t5xxl.encode_token_weights(token_weight_pairs["t5xxl"])[0]
+        return torch.cat([lg_out, t5_out], dim=-2), torch.cat((l_pooled, g_pooled), dim=-1), {}
+
+
+class TinySD35(comfy.supported_models.SD3):
+    # Detection reads depth = hidden // 64 (2 here) and makes as many blocks; num_blocks restores the real 38.
+    unet_config = {
+        "in_channels": 16,
+        "pos_embed_scaling_factor": None,
+        "depth": tiny_configs.SD3_MMDIT["depth"],
+        "adm_in_channels": tiny_configs.SD3_MMDIT["adm_in_channels"],
+        "context_embedder_config": tiny_configs.SD3_MMDIT["context_embedder_config"],
+    }
+    unet_extra_config = {"num_blocks": tiny_configs.SD3_MMDIT["num_blocks"]}
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(comfy.text_encoders.sd3_clip.SD3Tokenizer, TinySD3ClipModel)
+
+
 def _tiny_clip_vision_config(sd):
     """Return a config for a tiny CLIP-vision state dict, or None for anything else."""
     key = "vision_model.encoder.layers.0.layer_norm1.weight"
@@ -106,7 +143,7 @@ def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
 
 
 if TinySD15 not in comfy.supported_models.models:
-    comfy.supported_models.models[:0] = [TinySD15, TinySDXL, TinyFlux]
+    comfy.supported_models.models[:0] = [TinySD15, TinySDXL, TinyFlux, TinySD35]
     comfy.clip_vision.load_clipvision_from_sd = load_clipvision_from_sd
     logging.info("ipadapter-kit test support: tiny model configs registered")
 

@@ -135,3 +135,31 @@ FLUX_T5 = {
     "num_layers": 2,
     "vocab_size": 32128,
 }
+
+# SD3.5 Large: the real 38 joint blocks, QK RMS norm, patch 2, 16 latent channels. ComfyUI's MMDiT fixes the
+# head width at 64 (hidden = 64 * depth, heads = depth) and detection reads depth = hidden // 64, so the tiny
+# model is depth 2 (hidden 128, 2 heads of 64) with num_blocks 38 supplied by TinySD35. Real: hidden 2432
+# (38 heads), context 4096, pooled 2048, pos_embed_max_size 192.
+SD3_MMDIT = {
+    "in_channels": 16,
+    "out_channels": 16,
+    "patch_size": 2,
+    "depth": 2,  # -> hidden 128, 2 heads of 64
+    "num_blocks": 38,
+    "input_size": None,
+    "adm_in_channels": 32,  # pooled: CLIP-L pooled (12) + CLIP-G projected pooled (20); real 768 + 1280
+    "context_embedder_config": {"target": "torch.nn.Linear", "params": {"in_features": 48, "out_features": 128}},
+    "num_patches": 32 * 32,
+    "pos_embed_max_size": 32,  # up to 512 px (real 192: 3072 px)
+    "qk_norm": "rms",
+    "pos_embed_scaling_factor": None,
+    "x_block_self_attn_layers": [],
+}
+SD3_HIDDEN = 64 * SD3_MMDIT["depth"]
+SD3_CONTEXT = SD3_MMDIT["context_embedder_config"]["params"]["in_features"]  # T5 width; CLIP-L+G padded to it
+# Text encoders: CLIP-L and CLIP-G penultimate states (12 + 20 = 32, zero-padded to 48) then T5 tokens (48);
+# 3 layers each, since SD3 reads layer -2 (real: 12 and 32 layers).
+SD3_CLIP_L = {**SD15_TEXT, "hidden_size": 12, "projection_dim": 12, "intermediate_size": 24, "num_hidden_layers": 3}
+SD3_CLIP_G = {**SD15_TEXT, "hidden_act": "gelu", "hidden_size": 20, "projection_dim": 20, "intermediate_size": 40,
+              "num_hidden_layers": 3}
+SD3_T5 = {**FLUX_T5, "d_model": SD3_CONTEXT}

@@ -8,10 +8,11 @@ import torch
 from safetensors.torch import save_file
 from PIL import Image
 
-from tinymodels import comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, ipadapter_files
+from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, ipadapter_files,
+                        sd3_adapter_files, sd3_models)
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "3"
+VERSION = "4"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 CLIP_VISION_FILES = {
     "vit-h": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
@@ -24,6 +25,10 @@ FLUX_CLIP_VISION_FILES = {  # the encoders of the XLabs and InstantX Flux IP-Ada
     "siglip-384": "siglip-so400m-patch14-384.safetensors",
 }
 FLUX_LORA = "flux_style_lora.safetensors"
+# The all-in-one SD3.5 Large (MMDiT + CLIP-L/G + T5 + VAE) ComfyUI's sd3.5_simple_example template loads, from
+# Comfy-Org/stable-diffusion-3.5-fp8; the tiny one is float32 under that name.
+CHECKPOINT_SD35 = "sd3.5_large_fp8_scaled.safetensors"
+SD35_IPADAPTER = sd3_adapter_files.WORLD_FILE  # in models/ipadapter/
 FLUX_CONTROLNET = "flux-canny-controlnet-tiny.safetensors"
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
@@ -83,6 +88,8 @@ def build(root):
     flux_adapter_files.write_all(models, seed=120)
     flux_models.write_flux_lora(models / "loras" / FLUX_LORA, seed=130)
     flux_models.write_flux_controlnet(models / "controlnet" / FLUX_CONTROLNET, seed=140)
+    sd3_models.write_sd35_checkpoint(models / "checkpoints" / CHECKPOINT_SD35, seed=150)
+    sd3_adapter_files.write_all(models, seed=160)
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)
