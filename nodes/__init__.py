@@ -3,7 +3,8 @@ from comfy_api.latest import ComfyExtension
 
 from . import apply, clip_vision, composite, embeds_nodes, faceid, faces, image_nodes, loaders, presets, weights_nodes
 
-NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoader, apply.Encode, apply.Apply, apply.ApplyAdvanced,
+NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoader,
+         apply.Encode, apply.Apply, apply.ApplyAdvanced,
          faces.InsightFaceLoader, faces.FaceCrops, faceid.UnifiedFaceIDLoader, faceid.ApplyFaceID, faceid.FaceIDLoRA,
          embeds_nodes.CombineEmbeds, embeds_nodes.SaveEmbeds, embeds_nodes.LoadEmbeds,
          image_nodes.PrepImage, image_nodes.NoiseImage,

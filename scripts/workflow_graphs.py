@@ -181,7 +181,7 @@ FLUX_CKPT = "flux1-dev-fp8.safetensors"
 
 
 def flux_txt2img(model_source, prompt, prefix, **extra_nodes):
-    """The usual Flux dev text-to-image tail (all-in-one checkpoint, guidance 3.5, cfg 1), sampling with model_source."""
+    """The usual Flux dev text-to-image tail (all-in-one checkpoint, guidance 3.5, cfg 1) sampling with model_source."""
     return {
         "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": FLUX_CKPT}, {}),
         **extra_nodes,
