@@ -37,6 +37,7 @@ class AdapterSpec:
     resampler_heads: Optional[int] = None
     ff_mult: Optional[int] = None
     lora_rank: int = 0
+    timestep_dim: Optional[int] = None  # sinusoidal timestep width of a time-conditioned resampler (SD3.5)
     layout: str = "tencent"  # tencent (image_proj / ip_adapter.N) | xlabs (ip_adapter_proj_model / double_blocks)
     kv_bias: bool = False  # image K/V projections have a bias (XLabs)
     kv_rms_eps: Optional[float] = None  # image K/V RMS-normalised per head (InstantX Flux)
@@ -89,8 +90,18 @@ def _perceiver(proj, prefix, name):
     return dim, depth, inner // HEAD_DIM, ff // dim
 
 
-def _projection(proj, name):
-    """Kind and projection fields from the image_proj keys."""
+def projection_fields(proj, name):
+    """Kind and projection fields (AdapterSpec keyword arguments) from the image_proj keys."""
+    if "latents" in proj and "time_embedding.linear_1.weight" in proj:
+        queries, dim = _shape(proj, "latents", name, 3)[1:]
+        _, depth, heads, ff = _perceiver(proj, "", name)
+        step_out, step_in = _shape(proj, "time_embedding.linear_1.weight", name, 2)
+        if step_out != dim or step_in % 2:
+            raise UnknownFormatError(f"{name}: timestep embedding {step_in} -> {step_out} does not fit a resampler of "
+                                     f"width {dim} (expected an even input width and output {dim}).")
+        return dict(kind="time_resampler", cross_dim=_shape(proj, "proj_out.weight", name, 2)[0], tokens=queries,
+                    clip_dim=_shape(proj, "proj_in.weight", name, 2)[1], resampler_dim=dim, resampler_depth=depth,
+                    resampler_heads=heads, ff_mult=ff, timestep_dim=step_in)
     if "latents" in proj:
         queries, dim = _shape(proj, "latents", name, 3)[1:]
         _, depth, heads, ff = _perceiver(proj, "", name)
@@ -183,7 +194,7 @@ def _layers(ip, cross, name):
 
 def _xlabs(nested, name):
     """Spec of an XLabs Flux IP-Adapter (ip_adapter_proj_model + double_blocks.N.processor.*)."""
-    fields = _projection(nested["ip_adapter_proj_model"], name)
+    fields = projection_fields(nested["ip_adapter_proj_model"], name)
     if fields["kind"] != "linear":
         raise UnknownFormatError(f"{name}: XLabs layout with a {fields['kind']} projection; expected "
                                  "ip_adapter_proj_model.proj + .norm (a linear projection of CLIP image embeds).")
@@ -215,7 +226,7 @@ def detect(nested, name="adapter"):
     if missing:
         raise UnknownFormatError(f"{name}: no '{missing[0]}' tensors; expected the IP-Adapter layout with "
                                  "'image_proj.*' and 'ip_adapter.*' weights.")
-    fields = _projection(nested["image_proj"], name)
+    fields = projection_fields(nested["image_proj"], name)
     widths, arch = _layers(nested["ip_adapter"], fields["cross_dim"], name)
     extra = {}
     if families.get(arch).hook == "dit":

@@ -1,4 +1,6 @@
 """Image projections: CLIP-vision or InsightFace embeddings -> image tokens. Attribute names = checkpoint keys."""
+import math
+
 import torch
 import torch.nn.functional as F
 from torch import nn
@@ -43,7 +45,10 @@ class PerceiverAttention(nn.Module):
         self.to_out = nn.Linear(inner, dim, bias=False)
 
     def forward(self, x, latents):
-        x, latents = self.norm1(x), self.norm2(latents)
+        return self.attend(self.norm1(x), self.norm2(latents))
+
+    def attend(self, x, latents):
+        """Attention of normed latents over [normed inputs, normed latents]."""
         q = self.to_q(latents)
         k, v = self.to_kv(torch.cat((x, latents), dim=-2)).chunk(2, dim=-1)
         b = q.shape[0]
@@ -88,6 +93,58 @@ class Resampler(PerceiverStack):
         return self.run(self.latents.expand(hidden.shape[0], -1, -1), hidden)
 
 
+def timestep_embedding(timesteps, dim, max_period=10000.0):
+    """Sinusoidal embedding (B,) -> (B, dim), cosines first (flip_sin_to_cos, no frequency shift), on t's device."""
+    half = dim // 2
+    freqs = torch.exp(torch.arange(half, device=timesteps.device, dtype=torch.float32) * (-math.log(max_period) / half))
+    angles = timesteps.float()[:, None] * freqs[None]
+    return torch.cat((torch.cos(angles), torch.sin(angles)), dim=-1)
+
+
+class TimestepMLP(nn.Module):
+    """time_embedding.linear_1 -> SiLU -> linear_2."""
+
+    def __init__(self, in_dim, dim):
+        super().__init__()
+        self.linear_1 = nn.Linear(in_dim, dim)
+        self.linear_2 = nn.Linear(dim, dim)
+
+    def forward(self, x):
+        return self.linear_2(F.silu(self.linear_1(x)))
+
+
+class TimeResampler(nn.Module):
+    """SigLIP hidden states (B, T, C) and timesteps (B,) -> (B, queries, cross), and the timestep embedding.
+
+    InstantX's SD3.5 resampler: a Perceiver whose latent norms are modulated by the timestep (layers.{i}.2 gives
+    shift/scale for the attention and the feed-forward), with the timestep embedding also added to the inputs.
+    """
+
+    def __init__(self, clip_dim, dim, cross_dim, depth, heads, ff_mult, queries, timestep_dim):
+        super().__init__()
+        self.timestep_dim = timestep_dim
+        self.latents = nn.Parameter(torch.zeros(1, queries, dim))
+        self.proj_in = nn.Linear(clip_dim, dim)
+        self.proj_out = nn.Linear(dim, cross_dim)
+        self.norm_out = nn.LayerNorm(cross_dim)
+        self.time_embedding = TimestepMLP(timestep_dim, dim)
+        self.layers = nn.ModuleList(
+            nn.ModuleList([PerceiverAttention(dim, heads), feed_forward(dim, ff_mult),
+                           nn.Sequential(nn.SiLU(), nn.Linear(dim, 4 * dim))]) for _ in range(depth))
+
+    def forward(self, hidden, timesteps):
+        t_emb = self.time_embedding(timestep_embedding(timesteps, self.timestep_dim).to(hidden.dtype))
+        x = self.proj_in(hidden) + t_emb[:, None]
+        latents = self.latents.expand(hidden.shape[0], -1, -1)
+        for attention, ff, modulation in self.layers:
+            shift_attn, scale_attn, shift_ff, scale_ff = modulation(t_emb)[:, None].chunk(4, dim=-1)
+            normed = torch.addcmul(shift_attn, attention.norm2(latents), 1 + scale_attn)
+            latents = attention.attend(attention.norm1(x), normed) + latents
+            normed = torch.addcmul(shift_ff, ff[0](latents), 1 + scale_ff)
+            latents = ff[3](ff[2](ff[1](normed))) + latents
+        return self.norm_out(self.proj_out(latents)), t_emb
+
+
 class FaceIDProjection(nn.Module):
     """InsightFace embedding (B, 512) -> (B, tokens, cross): FaceID and FaceID Portrait."""
 
@@ -125,6 +182,9 @@ def build_projection(spec):
                          spec.resampler_heads, spec.ff_mult, spec.tokens)
     if spec.kind == "faceid":
         return FaceIDProjection(spec.id_dim, spec.cross_dim, spec.tokens)
+    if spec.kind == "time_resampler":
+        return TimeResampler(spec.clip_dim, spec.resampler_dim, spec.cross_dim, spec.resampler_depth,
+                             spec.resampler_heads, spec.ff_mult, spec.tokens, spec.timestep_dim)
     if spec.kind == "pooled_mlp":  # InstantX Flux: FaceID's projection layout over a pooled image embedding
         return FaceIDProjection(spec.clip_dim, spec.cross_dim, spec.tokens)
     if spec.kind == "faceid_plus":
