@@ -6,6 +6,7 @@ from safetensors.torch import save_file
 
 import comfy.cldm.cldm  # noqa: E402  (import conftest first: it selects the CPU)
 import comfy.ops  # noqa: E402
+import comfy.taesd.taesd  # noqa: E402
 from host_support import tiny_configs  # noqa: E402
 from tinymodels.comfy_models import model_config  # noqa: E402
 from tinymodels.weights import init_module, random_tensors  # noqa: E402
@@ -18,6 +19,18 @@ SD15_ATTENTIONS = (
     + [("mid_block_attentions_0", _MC * 4)]
     + [(f"up_blocks_{b}_attentions_{a}", _MC * m) for b, m in ((1, 4), (2, 2), (3, 1)) for a in range(3)]
 )
+
+
+def write_all_in_one(path, dit_state, clip, vae_prefix, vae_scale, vae_shift, seed):
+    """An all-in-one checkpoint: a diffusion model's state, a tiny text-encoder pair and a 16-channel TAESD VAE."""
+    sd = {f"model.diffusion_model.{k}": v for k, v in dit_state.items()}
+    sd.update({f"text_encoders.{k}": v for k, v in init_module(clip, seed + 1).state_dict().items()})
+    vae = init_module(comfy.taesd.taesd.TAESD(latent_channels=16), seed + 2)
+    with torch.no_grad():
+        vae.vae_scale.fill_(vae_scale)
+        vae.vae_shift.fill_(vae_shift)
+    sd.update({f"{vae_prefix}.{k}": v for k, v in vae.state_dict().items()})
+    return save_tensors(sd, path)
 
 
 def save_tensors(sd, path):

@@ -7,9 +7,8 @@ import comfy.ldm.flux.controlnet  # noqa: E402  (import conftest first: it selec
 import comfy.ldm.flux.model  # noqa: E402
 import comfy.model_patcher  # noqa: E402
 import comfy.ops  # noqa: E402
-import comfy.taesd.taesd  # noqa: E402
 from host_support import TinyFlux, TinyFluxClipModel, tiny_configs  # noqa: E402
-from tinymodels.extras import save_tensors  # noqa: E402
+from tinymodels.extras import save_tensors, write_all_in_one  # noqa: E402
 from tinymodels.weights import init_module, random_tensors  # noqa: E402
 
 LORA_RANK = 4
@@ -51,15 +50,8 @@ def released_keys(sd):
 def write_flux_checkpoint(path, seed=0):
     """One file with the DiT, tiny CLIP-L + T5 and a 16-channel taef1, under ComfyUI's Flux key prefixes."""
     dit = released_keys(tiny_flux(seed).model.diffusion_model.state_dict())
-    sd = {f"model.diffusion_model.{k}": v for k, v in dit.items()}
-    clip = init_module(TinyFluxClipModel(dtype=torch.float32), seed + 1)
-    sd.update({f"text_encoders.{k}": v for k, v in clip.state_dict().items()})
-    vae = init_module(comfy.taesd.taesd.TAESD(latent_channels=16), seed + 2)
-    with torch.no_grad():
-        vae.vae_scale.fill_(TAEF1_SCALE)
-        vae.vae_shift.fill_(TAEF1_SHIFT)
-    sd.update({f"vae.{k}": v for k, v in vae.state_dict().items()})
-    return save_tensors(sd, path)
+    return write_all_in_one(path, dit, TinyFluxClipModel(dtype=torch.float32), "vae", TAEF1_SCALE, TAEF1_SHIFT,
+                            seed)
 
 
 def lora_shapes():

@@ -10,9 +10,8 @@ import torch
 
 import comfy.ldm.modules.diffusionmodules.mmdit as mmdit  # noqa: E402  (import conftest first: it selects the CPU)
 import comfy.model_patcher  # noqa: E402
-import comfy.taesd.taesd  # noqa: E402
 from host_support import TinySD35, TinySD3ClipModel, tiny_configs  # noqa: E402
-from tinymodels.extras import save_tensors  # noqa: E402
+from tinymodels.extras import write_all_in_one  # noqa: E402
 from tinymodels.weights import init_module  # noqa: E402
 
 TAESD3_SCALE, TAESD3_SHIFT = 1.5305, 0.0609  # what ComfyUI's VAELoader sets on taesd3
@@ -40,13 +39,6 @@ def tiny_sd35(seed=0):
 def write_sd35_checkpoint(path, seed=0):
     """One all-in-one file as Comfy-Org ships sd3.5_large_fp8_scaled: model.diffusion_model.* (Stability's MMDiT
     names), text_encoders.{clip_l,clip_g,t5xxl}.transformer.*, and a 16-channel taesd3 under first_stage_model.*."""
-    dit = tiny_sd35(seed).model.diffusion_model
-    sd = {f"model.diffusion_model.{k}": v for k, v in dit.state_dict().items()}
-    clip = init_module(TinySD3ClipModel(dtype=torch.float32), seed + 1)
-    sd.update({f"text_encoders.{k}": v for k, v in clip.state_dict().items()})
-    vae = init_module(comfy.taesd.taesd.TAESD(latent_channels=16), seed + 2)
-    with torch.no_grad():
-        vae.vae_scale.fill_(TAESD3_SCALE)
-        vae.vae_shift.fill_(TAESD3_SHIFT)
-    sd.update({f"first_stage_model.{k}": v for k, v in vae.state_dict().items()})
-    return save_tensors(sd, path)
+    dit = tiny_sd35(seed).model.diffusion_model.state_dict()
+    return write_all_in_one(path, dit, TinySD3ClipModel(dtype=torch.float32), "first_stage_model", TAESD3_SCALE,
+                            TAESD3_SHIFT, seed)
