@@ -39,7 +39,6 @@ class AdapterSpec:
     lora_rank: int = 0
     timestep_dim: Optional[int] = None  # sinusoidal timestep width of a time-conditioned resampler (SD3.5)
     layout: str = "tencent"  # tencent (image_proj / ip_adapter.N) | xlabs (ip_adapter_proj_model / double_blocks)
-    kv_bias: bool = False  # image K/V projections have a bias (XLabs)
     kv_rms_eps: Optional[float] = None  # image K/V RMS-normalised per head (InstantX Flux)
     injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output
 
@@ -210,7 +209,7 @@ def _xlabs(nested, name):
     layer_widths = _paired(widths, name, "double_blocks")
     arch = _family_for("dit", len(widths), name, "0, 1, 2, ... (double blocks)")
     return AdapterSpec(arch=arch, layer_widths=layer_widths, layout="xlabs",
-                       kv_bias=True, injection="block_output", **fields)
+                       injection="block_output", **fields)
 
 
 def _lora_rank(ip):
