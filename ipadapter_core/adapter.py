@@ -2,7 +2,8 @@
 
 tencent layout (SD1.5/SDXL releases, InstantX Flux): image_proj + ip_adapter.{n}; XLabs Flux layout:
 ip_adapter_proj_model + double_blocks.{i}.processor.*. Either way kv_projection(layer) gives the attention
-code one adapter layer's image K/V weights.
+code one adapter layer's image K/V weights. InstantX SD3.5 (joint layout): tencent keys, but each ip_adapter.{n}
+is a whole joint-block processor (families/sd3.py) and the tokens depend on the step.
 """
 import os
 from dataclasses import dataclass
@@ -13,6 +14,7 @@ from torch import nn
 
 from . import families
 from .errors import UnknownFormatError
+from .families.sd3 import JointBlockAdapter
 from .formats import detect
 from .loading import load_adapter_file
 from .projections import build_projection
@@ -117,7 +119,18 @@ class XLabsFluxWeights(nn.Module):
         return KVProjection(k.weight, v.weight, k.bias, v.bias)
 
 
-WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights}
+class JointWeights(nn.Module):
+    """InstantX SD3.5-Large: the time-conditioned resampler and one joint-block processor per block."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = spec
+        self.image_proj = build_projection(spec)
+        self.ip_adapter = nn.ModuleDict({str(i): JointBlockAdapter(width, spec.resampler_dim, spec.head_dim)
+                                         for i, width in enumerate(spec.layer_widths)})
+
+
+WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights, "joint": JointWeights}
 
 
 def from_state_dict(nested, name="adapter"):

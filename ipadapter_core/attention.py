@@ -39,6 +39,7 @@ class ImagePrompt:
     sigma_range: Optional[tuple] = None  # (sigma_start, sigma_end): active while end <= sigma <= start
     unfold_batch: bool = False  # reference r conditions latent r (mod R) instead of every latent
     frame_weights: Optional[tuple] = None  # multiplier per latent of the batch (animations), cycled
+    joined: bool = False  # cond holds encoder outputs whose per-step tokens join into one reference (concat, SD3.5)
 
     def __post_init__(self):
         if self.embeds_scaling not in EMBEDS_SCALING:
@@ -48,15 +49,15 @@ class ImagePrompt:
                                     f"{tuple(self.uncond.shape)} must both be (references, tokens, width).")
         if self.frame_weights is not None and not self.frame_weights:
             raise InvalidInputError("frame_weights is empty; give one weight per frame.")
-        if len(self.ref_weights) != self.cond.shape[0]:
-            raise InvalidInputError(f"{len(self.ref_weights)} reference weights for {self.cond.shape[0]} references.")
-        if self.masks is not None and self.masks.shape[0] != self.cond.shape[0]:
-            raise InvalidInputError(f"{self.masks.shape[0]} masks for {self.cond.shape[0]} references; give one mask "
+        if len(self.ref_weights) != self.references:
+            raise InvalidInputError(f"{len(self.ref_weights)} reference weights for {self.references} references.")
+        if self.masks is not None and self.masks.shape[0] != self.references:
+            raise InvalidInputError(f"{self.masks.shape[0]} masks for {self.references} references; give one mask "
                                     "per reference image (or one mask for all).")
 
     @property
     def references(self):
-        return self.cond.shape[0]
+        return 1 if self.joined else self.cond.shape[0]
 
     def active_layers(self):
         """Layers the adapter has where this prompt's weight is not 0."""
@@ -95,6 +96,15 @@ def scaled_kv(prompt, layer, tokens, kv, head_dim):
         mean = v.mean(dim=1, keepdim=True)
         return k * eff, (v - mean) + mean * eff
     return k * eff, v * eff
+
+
+def sigma_gate(sigma_range, sigmas, batch, device, dtype):
+    """(B,) 1 where the step's sigma lies in sigma_range (start >= sigma >= end), else 0; ones without a range."""
+    if sigma_range is None:
+        return torch.ones(batch, device=device, dtype=dtype)
+    start, end = sigma_range
+    gate = ((sigmas <= start) & (sigmas >= end)).to(device, dtype)
+    return gate if gate.shape[0] == batch else gate[:1].expand(batch)
 
 
 def _group_softmax(scores, in_place=True):
@@ -330,12 +340,7 @@ class ImageAttention:
         if group.gates is not None:  # start/end: a 0/1 gate per batch row and prompt, folded into V
             columns = []
             for sigma_range, n in group.gates:
-                if sigma_range is None:
-                    gate = torch.ones(batch, device=group.v.device, dtype=group.v.dtype)
-                else:
-                    start, end = sigma_range
-                    gate = ((sigmas <= start) & (sigmas >= end)).to(group.v.device, group.v.dtype)
-                    gate = gate if gate.shape[0] == batch else gate[:1].expand(batch)
+                gate = sigma_gate(sigma_range, sigmas, batch, group.v.device, group.v.dtype)
                 columns.append(gate.view(batch, 1).expand(batch, n))
             gate = torch.cat(columns, dim=1).view(batch, 1, units, 1, 1)
             v = group.v.view(batch, heads, units, count, head_dim) * gate

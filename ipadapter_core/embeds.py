@@ -28,7 +28,7 @@ def combine(embeds, method):
 
 ENCODER_HINT = ("Load the matching CLIP vision file (ViT-H for SD1.5 and *_vit-h adapters, ViT-bigG for "
                 "ip-adapter_sdxl and ip-adapter_sd15_vit-G, CLIP ViT-L/14 for XLabs Flux adapters, SigLIP "
-                "so400m-patch14-384 for the InstantX Flux adapter).")
+                "so400m-patch14-384 for the InstantX Flux and SD3.5 adapters).")
 
 
 def check_encoder(spec, embeds, adapter_name):

@@ -17,6 +17,7 @@ ENCODER_NAMES = {
     ("hidden", 1664): "CLIP-ViT-bigG-14",
     ("hidden", 1024): "CLIP-ViT-L-14 (336px for Kolors)",
     ("pooled", 1152): "SigLIP so400m-patch14-384 (pooled output)",
+    ("hidden", 1152): "SigLIP so400m-patch14-384",
 }
 CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled"}  # other CLIP kinds read penultimate hidden states
 
@@ -25,8 +26,8 @@ CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled"}  # other CLIP 
 class AdapterSpec:
     """What an IP-Adapter file is, as far as its tensors tell."""
 
-    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp
-    arch: str  # the model family (families.FAMILIES): SD1.5 | SDXL | Flux
+    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp | time_resampler
+    arch: str  # the model family (families.FAMILIES): SD1.5 | SDXL | Flux | SD3.5
     cross_dim: int  # width of the image tokens (= the model's text context width)
     layer_widths: tuple  # query width of each adapter layer, in the family's layer order
     tokens: Optional[int]  # image tokens per reference; None: one per encoder token (full-face MLP)
@@ -39,12 +40,19 @@ class AdapterSpec:
     lora_rank: int = 0
     timestep_dim: Optional[int] = None  # sinusoidal timestep width of a time-conditioned resampler (SD3.5)
     layout: str = "tencent"  # tencent (image_proj / ip_adapter.N) | xlabs (ip_adapter_proj_model / double_blocks)
+    #                          | joint (tencent keys, one SD3.5 joint-block processor per N)
     kv_rms_eps: Optional[float] = None  # image K/V RMS-normalised per head (InstantX Flux)
-    injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output
+    injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output | joint
+    head_dim: Optional[int] = None  # the joint processors' head width (their QK-norm size)
 
     @property
     def num_layers(self):
         return len(self.layer_widths)
+
+    @property
+    def step_tokens(self):
+        """Whether the image tokens depend on the sampling step (projected by the patch, per model call)."""
+        return self.kind == "time_resampler"
 
     @property
     def clip_output(self):
@@ -57,6 +65,8 @@ class AdapterSpec:
         """A human name for the CLIP-vision encoder this adapter needs."""
         if self.clip_dim is None:
             return "none (InsightFace only)"
+        if self.kind == "time_resampler":  # InstantX SD3.5: the only release of this kind reads SigLIP
+            return "SigLIP so400m-patch14-384"
         output = self.clip_output
         key = ("hidden" if output == "penultimate_hidden_states" else output, self.clip_dim)
         return ENCODER_NAMES.get(key, f"a CLIP-vision encoder with {self.clip_output} of width {self.clip_dim}")
@@ -212,6 +222,23 @@ def _xlabs(nested, name):
                        injection="block_output", **fields)
 
 
+def _joint(nested, fields, widths, arch, name):
+    """Spec of InstantX's SD3.5 adapter: a time-conditioned resampler and a joint-block processor per block."""
+    if fields["kind"] != "time_resampler" or arch != "SD3.5":
+        raise UnknownFormatError(
+            f"{name}: a {fields['kind']} projection with {len(widths)} {arch} layers; the known SD3.5 release "
+            "(InstantX SD3.5-Large-IP-Adapter) pairs a timestep-conditioned resampler (image_proj.time_embedding.*) "
+            "with one processor per joint block (ip_adapter.0 .. ip_adapter.37).")
+    ip = nested["ip_adapter"]
+    norm = ip.get("0.norm_q.weight")
+    if norm is None or norm.ndim != 1 or not norm.shape[0] or any(w % norm.shape[0] for w in widths):
+        found = "missing" if norm is None else f"shape {tuple(norm.shape)}"
+        raise UnknownFormatError(f"{name}: ip_adapter.0.norm_q.weight is {found}; expected the per-head RMSNorm scale "
+                                 f"of the SD3.5 joint processors (its size divides the width {widths[0]}).")
+    return AdapterSpec(arch=arch, layer_widths=widths, layout="joint", injection="joint", head_dim=norm.shape[0],
+                       **fields)
+
+
 def _lora_rank(ip):
     ranks = {t.shape[0] for k, t in ip.items() if k.endswith("_lora.down.weight") and t.ndim == 2}
     return max(ranks) if ranks else 0
@@ -228,6 +255,8 @@ def detect(nested, name="adapter"):
     fields = projection_fields(nested["image_proj"], name)
     widths, arch = _layers(nested["ip_adapter"], fields["cross_dim"], name)
     extra = {}
+    if fields["kind"] == "time_resampler" or arch == "SD3.5":
+        return _joint(nested, fields, widths, arch, name)
     if families.get(arch).hook == "dit":
         if fields["kind"] != "faceid" or "perceiver_resampler.proj_in.weight" in nested["image_proj"]:
             raise UnknownFormatError(f"{name}: a {arch} adapter with a {fields['kind']} projection; the known {arch} "

@@ -18,7 +18,7 @@ def weight_inputs():
                        tooltip="Strength of the image prompt (0 = no effect; negative pushes away from it)."),
         io.Combo.Input("weight_type", options=list(WEIGHT_TYPES), default="linear",
                        tooltip="How the weight is spread over the UNet blocks (style transfer, composition, ...). "
-                               "Flux: linear or the ease curves over its blocks."),
+                               "Flux and SD3.5: linear or the ease curves over their blocks."),
         io.Float.Input("start_at", default=0.0, min=0.0, max=1.0, step=0.001,
                        tooltip="Fraction of the schedule where the image prompt starts."),
         io.Float.Input("end_at", default=1.0, min=0.0, max=1.0, step=0.001,
@@ -56,6 +56,8 @@ def encode_pair(adapter, image, clip_vision, image_negative=None):
     if image_negative is not None:
         uncond = clip_encode.encode(clip_vision, image_negative, spec.clip_output, "image_negative")
         uncond = uncond[:1].expand(cond.shape[0], *uncond.shape[1:]) if uncond.shape[0] != cond.shape[0] else uncond
+    elif spec.step_tokens:  # InstantX SD3.5 (and diffusers) use zero hidden states as the negative
+        uncond = torch.zeros_like(cond)
     else:
         uncond = clip_encode.default_negative(clip_vision, spec.clip_output, cond)
     return cond, uncond
@@ -71,7 +73,7 @@ class Apply(io.ComfyNode):
             description="Adds an image prompt to the model: the reference image steers generation through the "
                         "adapter's decoupled cross-attention. Chain several to stack adapters.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5, SDXL or Flux model to patch (a patched copy is returned)."),
+                io.Model.Input("model", tooltip="The SD1.5, SDXL, Flux or SD3.5 Large model to patch (a patched copy is returned)."),
                 IPAdapter.Input("ipadapter", tooltip="From Load IP-Adapter or the unified loader."),
                 io.Image.Input("image", tooltip="Reference image(s); several are joined into one prompt (concat)."),
                 *weight_inputs(),
@@ -99,7 +101,7 @@ class ApplyAdvanced(io.ComfyNode):
                         "one node, negative image, per-block weights, K/V scaling, schedule range, per-frame "
                         "references.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5, SDXL or Flux model to patch (a patched copy is returned)."),
+                io.Model.Input("model", tooltip="The SD1.5, SDXL, Flux or SD3.5 Large model to patch (a patched copy is returned)."),
                 IPAdapter.Input("ipadapter", tooltip="From Load IP-Adapter or the unified loader."),
                 *weight_inputs(),
                 io.Float.Input("weight_composition", default=1.0, min=-1.0, max=5.0, step=0.05,
@@ -119,7 +121,8 @@ class ApplyAdvanced(io.ComfyNode):
                                 tooltip="Free per-block weights replacing weight_type: 'index:weight, ...' "
                                         "(IPAdapter_plus layer indices) or an InstantStyle dict such as "
                                         "{\"up\": {\"block_0\": [0.0, 1.0, 0.0]}}; for Flux 'd<i>:<w>, "
-                                        "s<i>:<w>' (double / single blocks, d* / s* for all). Multiplied by weight."),
+                                        "s<i>:<w>' (double / single blocks, d* / s* for all); for SD3.5 '<i>:<w>' "
+                                        "(joint blocks 0..37, * for all). Multiplied by weight."),
                 io.Boolean.Input("unfold_batch", default=False, optional=True,
                                  tooltip="Animation: reference i conditions latent i (cycling) instead of all."),
                 io.Image.Input("image", optional=True, tooltip="Reference image(s) (or connect embeds)."),

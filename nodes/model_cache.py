@@ -41,6 +41,18 @@ def resolve(folder, name):
     return path
 
 
+def shadowed(folder, name):
+    """A note when several folders of `folder` hold a file called `name` (ComfyUI lists it once and loads the first
+    one: InstantX names both its Flux and its SD3.5 adapter ip-adapter.bin), else ''."""
+    if folder not in folder_paths.folder_names_and_paths:
+        return ""
+    holders = [base for base in folder_paths.get_folder_paths(folder) if os.path.isfile(os.path.join(base, name))]
+    if len(holders) < 2:
+        return ""
+    return (f" Several folders hold a file named '{name}' ({', '.join(holders)}): ComfyUI lists the name once and "
+            f"loads the one in {holders[0]}. Rename the others (e.g. ip-adapter_sd35_large.bin).")
+
+
 def load_adapter(name):
     """The cached LoadedAdapter for a file in models/ipadapter (reloaded when the file changes)."""
     path = resolve("ipadapter", name)

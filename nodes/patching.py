@@ -10,9 +10,9 @@ import comfy.patcher_extension
 
 from ..ipadapter_core import embeds as core_embeds
 from ..ipadapter_core import families
-from ..ipadapter_core.attention import ImagePrompt, IPAdapterPatch
+from ..ipadapter_core.attention import ImagePrompt
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
-from ..ipadapter_core.families import flux as core_flux
+from . import model_cache
 
 WRAPPER_KEY = "ipadapter_kit"
 
@@ -25,7 +25,7 @@ def model_family(model):
 
 
 def model_arch(model):
-    """(family name, context width) of a MODEL: 'SD1.5', 'SDXL' or 'Flux'."""
+    """(family name, context width) of a MODEL: 'SD1.5', 'SDXL', 'Flux' or 'SD3.5'."""
     family, context = model_family(model)
     return family.name, context
 
@@ -39,11 +39,12 @@ def check_model(model, adapter):
             f"{adapter.name} is an {spec.arch} adapter (context width {spec.cross_dim}) but the model is "
             f"{family.name} (context width {context}). Use the {family.name} version of this adapter (e.g. "
             f"{family.example_adapter}) "
-            f"or an {spec.arch} checkpoint.")
-    widths = {getattr(b, "hidden_size", None) for b in getattr(model.model.diffusion_model, "double_blocks", [])}
-    if family.hook == "dit" and widths != {spec.layer_widths[0]}:
-        raise IncompatibleModelError(f"{adapter.name} projects image K/V to width {spec.layer_widths[0]} but this "
-                                     f"{family.name} model's blocks are {sorted(w for w in widths if w)} wide.")
+            f"or an {spec.arch} checkpoint." + model_cache.shadowed("ipadapter", adapter.name))
+    if family.hook == "dit":
+        width = family.block_width(model.model.diffusion_model)
+        if width != spec.layer_widths[0]:
+            raise IncompatibleModelError(f"{adapter.name} projects image K/V to width {spec.layer_widths[0]} but this "
+                                         f"{family.name} model's blocks are {width} wide.")
     return family
 
 
@@ -115,13 +116,12 @@ def linear_rows(linear, x, start, stop):
     return torch.nn.functional.linear(x, rows, None if bias is None else bias[start:stop].to(x.device, x.dtype))
 
 
-def _installed(clone, hook):
-    """(our patch or None, {key: foreign patch}) at a hook of a clone."""
+def _installed(clone, family):
+    """(our patch or None, {key: foreign patch}) at the family's hook of a clone."""
     replace = clone.model_options["transformer_options"].get("patches_replace", {})
-    existing = replace.get(hook, {})
-    kind = IPAdapterPatch if hook == "attn2" else core_flux.FluxBlockPatch
-    ours = next((p for p in existing.values() if isinstance(p, kind)), None)
-    return ours, {key: p for key, p in existing.items() if not isinstance(p, kind)}
+    existing = replace.get(family.hook, {})
+    ours = next((o for o in map(family.owner, existing.values()) if o is not None), None)
+    return ours, {key: p for key, p in existing.items() if family.owner(p) is None}
 
 
 def install(model, adapter, prompt, family):
@@ -129,24 +129,21 @@ def install(model, adapter, prompt, family):
     clone = model.clone()
     if not prompt.active_layers():
         return clone
-    ours, foreign = _installed(clone, family.hook)
+    ours, foreign = _installed(clone, family)
     if ours is not None:
         patch = ours.extended([prompt], models=[adapter.patcher], base_patches=foreign)
-    elif family.hook == "attn2":
-        patch = IPAdapterPatch(family.name, [prompt], comfy.ldm.modules.attention.optimized_attention, foreign,
-                               models=[adapter.patcher])
     else:
-        patch = core_flux.FluxBlockPatch([prompt], model.model.diffusion_model, linear_rows, foreign,
-                                         models=[adapter.patcher])
+        patch = family.make_patch([prompt], model.model.diffusion_model, foreign, [adapter.patcher],
+                                  attention=comfy.ldm.modules.attention.optimized_attention, linear_rows=linear_rows)
     if family.hook == "attn2":
         for block, number, index in patch.keys():
             clone.set_model_attn2_replace(patch, block, number, index)
         return clone
     for block, number in patch.keys():
-        clone.set_model_patch_replace(patch, "dit", block, number)
-    wrappers = comfy.patcher_extension.WrappersMP.DIFFUSION_MODEL
+        clone.set_model_patch_replace(patch.replace_for((block, number)), "dit", block, number)
+    wrappers = getattr(comfy.patcher_extension.WrappersMP, family.wrapper_type.upper())
     if not clone.get_wrappers(wrappers, WRAPPER_KEY):
-        clone.add_wrapper_with_key(wrappers, WRAPPER_KEY, core_flux.record_latent)
+        clone.add_wrapper_with_key(wrappers, WRAPPER_KEY, family.model_wrapper)
     return clone
 
 
@@ -194,8 +191,13 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
     if unfold_batch:
         combine = "separate"  # one reference per latent frame
     cond, uncond = combine_references(cond, uncond, combine)
-    cond_tokens, uncond_tokens = project_tokens(adapter, cond, uncond, combine, projector)
-    references = cond_tokens.shape[0]
+    joined = False
+    if adapter.spec.step_tokens:  # the tokens depend on the step: the patch projects the encoder outputs
+        (cond_tokens,), (uncond_tokens,) = cond, uncond
+        joined = combine == "concat" and cond_tokens.shape[0] > 1
+    else:
+        cond_tokens, uncond_tokens = project_tokens(adapter, cond, uncond, combine, projector)
+    references = 1 if joined else cond_tokens.shape[0]
     prompt = ImagePrompt(
         weights=adapter.weights, cond=cond_tokens, uncond=uncond_tokens,
         layer_weights=layer_weights(family, weight, weight_type, weight_composition, block_weights,
@@ -204,7 +206,7 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
         masks=prepare_masks(attn_mask, references),
         inverted_layers=frozenset() if block_weights.strip() else family.inverted_layers(weight_type),
         embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch,
-        frame_weights=None if frame_weights is None else tuple(float(w) for w in frame_weights))
+        frame_weights=None if frame_weights is None else tuple(float(w) for w in frame_weights), joined=joined)
     return install(model, adapter, prompt, family)
 
 

@@ -4,9 +4,9 @@ import os
 import folder_paths
 
 MODEL_FOLDERS = ("ipadapter", "insightface")
-# Where the Flux IP-Adapter packs taught users to keep their files (ComfyUI-IPAdapter-Flux, x-flux-comfyui):
-# searched as part of the ipadapter folder, after models/ipadapter.
-LEGACY_IPADAPTER_FOLDERS = ("ipadapter-flux", os.path.join("xlabs", "ipadapters"))
+# Where the Flux and SD3.5 IP-Adapter packs taught users to keep their files (ComfyUI-IPAdapter-Flux,
+# x-flux-comfyui, and models/ipadapter-sd3): searched as part of the ipadapter folder, after models/ipadapter.
+LEGACY_IPADAPTER_FOLDERS = ("ipadapter-flux", os.path.join("xlabs", "ipadapters"), "ipadapter-sd3")
 
 
 def register_model_folders():

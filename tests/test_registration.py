@@ -32,9 +32,9 @@ def test_default_folders_registered(restore_folders):
     paths.register_model_folders()
     models = folder_paths.models_dir
     assert folder_paths.get_folder_paths("insightface") == [os.path.join(models, "insightface")]
-    assert folder_paths.get_folder_paths("ipadapter") == [  # the Flux packs' folders are searched too
+    assert folder_paths.get_folder_paths("ipadapter") == [  # the Flux and SD3.5 packs' folders are searched too
         os.path.join(models, "ipadapter"), os.path.join(models, "ipadapter-flux"),
-        os.path.join(models, "xlabs", "ipadapters")]
+        os.path.join(models, "xlabs", "ipadapters"), os.path.join(models, "ipadapter-sd3")]
     assert ".safetensors" in folder_paths.folder_names_and_paths["ipadapter"][1]
 
 

@@ -32,17 +32,9 @@ def ours(image_proj):
 
 def theirs(image_proj):
     """diffusers' IPAdapterTimeImageProjection loaded through diffusers' own SD3 IP-Adapter conversion."""
-    from diffusers import SD3Transformer2DModel
+    import sd3_twin
 
-    hidden = image_proj["proj_out.weight"].shape[0]
-    transformer = SD3Transformer2DModel(sample_size=8, patch_size=2, in_channels=16, num_layers=1,
-                                        attention_head_dim=64, num_attention_heads=hidden // 64,
-                                        joint_attention_dim=48, caption_projection_dim=hidden,
-                                        pooled_projection_dim=32, out_channels=16, pos_embed_max_size=32)
-    ip_adapter = {k: v for k, v in sd3_adapter_files.adapter_state_dict()["ip_adapter"].items() if k.startswith("0.")}
-    transformer._load_ip_adapter_weights({"image_proj": image_proj, "ip_adapter": ip_adapter},
-                                         low_cpu_mem_usage=False)
-    return transformer.image_proj.eval()
+    return sd3_twin.diffusers_image_proj(image_proj, image_proj["proj_out.weight"].shape[0])
 
 
 def test_released_layout_is_detected_from_shapes():

@@ -9,18 +9,15 @@ attention uses, before RoPE); the image attention is computed from it and enters
 Only the generated image's tokens are steered (Kontext reference tokens are not), plus the text tokens where a
 release steers them (InstantX's single blocks).
 """
-import re
-
 import torch
 import torch.nn.functional as F
 
 from ..attention import ImageAttention, QueryCall, TokenLayout
 from ..errors import InvalidInputError
-from ..weight_types import CURVES, WEIGHT_TYPES
+from . import dit
 
 DOUBLE_BLOCKS, SINGLE_BLOCKS = 19, 38
 LATENT_KEY = "ipadapter_kit.flux_latent"  # transformer_options entry written by record_latent
-WEIGHT_TYPES_FLUX = ("linear",) + tuple(CURVES)
 BLOCK_WEIGHTS_EXAMPLE = "d0:1.0, d1:1.0, s10:0.5"
 
 
@@ -43,6 +40,8 @@ def record_latent(executor, *args, **kwargs):
 class FluxFamily:
     name = "Flux"
     hook = "dit"
+    wrapper_type = "diffusion_model"  # ComfyUI's WrappersMP.DIFFUSION_MODEL
+    model_wrapper = staticmethod(record_latent)
     example_adapter = "XLabs flux-ip-adapter or InstantX FLUX.1-dev ip-adapter.bin"
     adapter_layer_counts = (DOUBLE_BLOCKS, DOUBLE_BLOCKS + SINGLE_BLOCKS)  # XLabs: doubles; InstantX: all
 
@@ -73,49 +72,28 @@ class FluxFamily:
     def context_dim(self, diffusion_model):
         return diffusion_model.txt_in.in_features
 
+    def block_width(self, diffusion_model):
+        return diffusion_model.double_blocks[0].hidden_size
+
+    def make_patch(self, prompts, diffusion_model, base_patches, models, linear_rows=default_linear_rows, **host):
+        return FluxBlockPatch(prompts, diffusion_model, linear_rows, base_patches, models)
+
+    def owner(self, installed):
+        """Our patch behind an installed dit replace, or None for another pack's."""
+        return installed if isinstance(installed, FluxBlockPatch) else None
+
     def layer_weights(self, weight_type, weight, weight_composition=None, layers=DOUBLE_BLOCKS + SINGLE_BLOCKS):
         """Per-layer weights: the same weight everywhere, or a curve over the adapter's layers in run order."""
-        if weight_type not in WEIGHT_TYPES_FLUX:
-            known = "one of " + ", ".join(WEIGHT_TYPES) if weight_type not in WEIGHT_TYPES else \
-                "defined on UNet blocks (SD1.5 / SDXL)"
-            raise InvalidInputError(f"weight type {weight_type!r} is {known}; for Flux use "
-                                    f"{', '.join(WEIGHT_TYPES_FLUX)}, or per-block weights such as "
-                                    f"{BLOCK_WEIGHTS_EXAMPLE!r} in block_weights.")
-        total = len(self.keys())
-        if weight_type == "linear":
-            return (float(weight),) * total
-        curve = CURVES[weight_type]
-        return tuple(weight * (0.05 + 0.95 * curve(i / layers)) if i < layers else 0.0 for i in range(total))
+        return dit.layer_weights(self, weight_type, weight, layers, BLOCK_WEIGHTS_EXAMPLE)
 
     def inverted_layers(self, weight_type):
         return frozenset()
 
     def parse_block_weights(self, text):
         """Per-layer weights from 'd<i>:<w>, s<i>:<w>' (d* / s* for all double / single blocks); others are 0."""
-        values = {}
-        for entry in (e.strip() for e in re.split(r"[,\n]", text or "")):
-            if not entry:
-                continue
-            m = re.fullmatch(r"([ds])\s*(\d+|\*)\s*:\s*(\S+)", entry, re.IGNORECASE)
-            try:
-                value = float(m.group(3)) if m else float("nan")
-            except ValueError:
-                value = float("nan")
-            if not m or not torch.isfinite(torch.tensor(value)):
-                raise InvalidInputError(
-                    f"Flux block weights entry {entry!r} is not 'd<index>:<weight>' (double block) or "
-                    f"'s<index>:<weight>' (single block) with a finite weight; e.g. {BLOCK_WEIGHTS_EXAMPLE!r}.")
-            kind, count, offset = ("double_block", DOUBLE_BLOCKS, 0) if m.group(1).lower() == "d" else \
-                ("single_block", SINGLE_BLOCKS, DOUBLE_BLOCKS)
-            indices = range(count) if m.group(2) == "*" else [int(m.group(2))]
-            for index in indices:
-                if not 0 <= index < count:
-                    raise InvalidInputError(f"{entry!r}: Flux has {count} {kind.replace('_', ' ')}s, indices 0.."
-                                            f"{count - 1}; e.g. {BLOCK_WEIGHTS_EXAMPLE!r}.")
-                values[offset + index] = value
-        if not values:
-            raise InvalidInputError(f"Flux block weights {text!r} name no block; e.g. {BLOCK_WEIGHTS_EXAMPLE!r}.")
-        return tuple(values.get(i, 0.0) for i in range(len(self.keys())))
+        return dit.parse_block_weights(self, text, {"d": ("double block", DOUBLE_BLOCKS, 0),
+                                                    "s": ("single block", SINGLE_BLOCKS, DOUBLE_BLOCKS)},
+                                       BLOCK_WEIGHTS_EXAMPLE)
 
 
 FLUX = FluxFamily()
@@ -155,6 +133,9 @@ class FluxBlockPatch(ImageAttention):
     def keys(self):
         layers = self.active_layers()
         return [key for key, layer in self._layer_of.items() if layer in layers]
+
+    def replace_for(self, key):
+        return self  # one object serves every key (Flux tells a block replace its index)
 
     def extended(self, prompts, models=(), base_patches=None):
         return FluxBlockPatch(self.prompts + tuple(prompts), self.diffusion_model, self.linear_rows,

@@ -1,5 +1,6 @@
 """SD1.5 and SDXL (and Kolors, an SDXL layout): ComfyUI's UNet, adapters on its cross-attentions (attn2)."""
 from .. import blocks, weight_types
+from ..attention import IPAdapterPatch
 
 
 class UNetFamily:
@@ -32,6 +33,13 @@ class UNetFamily:
 
     def context_dim(self, diffusion_model):
         return self._cross_attentions(diffusion_model)[0].to_k.in_features
+
+    def make_patch(self, prompts, diffusion_model, base_patches, models, attention=None, **host):
+        return IPAdapterPatch(self.name, prompts, attention, base_patches, models)
+
+    def owner(self, installed):
+        """Our patch installed at an attn2 key, or None for another pack's."""
+        return installed if isinstance(installed, IPAdapterPatch) else None
 
     def layer_weights(self, weight_type, weight, weight_composition=None, layers=None):
         return tuple(weight_types.layer_weights(weight_type, self.name, weight, weight_composition))
