@@ -1,9 +1,10 @@
 """The converter: plans each source node's replacement from mapping.RULES, then rewrites the graph.
 
-Source nodes are those of ComfyUI_IPAdapter_plus and of the Flux IP-Adapter packs (x-flux-comfyui,
-ComfyUI-IPAdapter-Flux). Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also
-their subgraphs) and API prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes
-are kept; nodes a rule adds (the Flux loaders' CLIP vision loader) get new ids.
+Source nodes are those of ComfyUI_IPAdapter_plus, of the Flux IP-Adapter packs (x-flux-comfyui,
+ComfyUI-IPAdapter-Flux) and of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3). Both formats go through the same
+plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API prompts ({id: {class_type,
+inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds (the Flux and SD3
+loaders' CLIP vision loader) get new ids.
 """
 import copy
 import json
@@ -303,19 +304,94 @@ def hook_sharpening(view, plan, report, here):
                                "IPAdapter_plus (similar, not identical)")
 
 
-def hook_clip_vision_from_loader(view, plan, report, here):
-    """The Flux packs' loaders also loaded the image encoder: link the CLIP vision loader added for the loader."""
-    if "clip_vision" in plan.input_map.values():
-        return
+def link_loader_encoder(view, plan):
+    """Link clip_vision to the encoder node added for the loader feeding ipadapter, if it named one; whether linked."""
     theirs = next((name for name, ours in plan.input_map.items() if ours == "ipadapter"), None)
     src = view.source(theirs) if theirs else None
     rule = RULES.get(view.graph.type_of(src[0])) if src else None
-    if rule is not None and "clip_vision" in rule.adds and src[1] == 0:
-        plan.add_links["clip_vision"] = (Added(src[0], "clip_vision"), 0)
-    else:
-        report.add(LOSSY, here, "clip_vision is not connected and no Flux IP-Adapter loader feeds this node: "
-                                "connect a Load CLIP Vision node (IPAdapter Kit: Load CLIP Vision for InstantX's "
-                                "SigLIP) to it")
+    extra = rule.adds.get("clip_vision") if rule is not None and src[1] == 0 else None
+    if extra is None or not set(extra.widgets.values()) <= set(view.graph.widgets_of(src[0])):
+        return False
+    plan.add_links["clip_vision"] = (Added(src[0], "clip_vision"), 0)
+    return True
+
+
+def hook_clip_vision_from_loader(view, plan, report, here):
+    """The Flux packs' loaders also loaded the image encoder: link the CLIP vision loader added for the loader."""
+    if "clip_vision" in plan.input_map.values() or link_loader_encoder(view, plan):
+        return
+    report.add(LOSSY, here, "clip_vision is not connected and no Flux IP-Adapter loader feeds this node: "
+                            "connect a Load CLIP Vision node (IPAdapter Kit: Load CLIP Vision for InstantX's "
+                            "SigLIP) to it")
+
+
+SD3_SIGLIP = "connect a Load CLIP Vision node with SigLIP (sigclip_vision_patch14_384.safetensors) to clip_vision"
+
+
+def hook_sd3_reference(view, plan, report, here):
+    """The SD3 pack's reference: a CLIP Vision Encode output (its image and encoder come here instead), or, in its
+    first releases, the image and the loader's SigLIP."""
+    if "image_embed" not in view.linked:
+        if link_loader_encoder(view, plan):
+            report.add(NOTE, here, "their first releases resized the whole reference to 384x384; here it is "
+                                   "center-cropped to a square first (the same for square references)")
+        else:
+            report.add(LOSSY, here, f"no loader of theirs that named SigLIP feeds this node: {SD3_SIGLIP}")
+        return
+    plan.input_map["image_embed"] = None
+    src = view.source("image_embed")
+    kind = view.graph.type_of(src[0])
+    if kind != "CLIPVisionEncode":
+        report.add(LOSSY, here, f"link to image_embed removed: it comes from node {src[0]} ({kind}), not from a CLIP "
+                                f"Vision Encode node: connect the reference image to image and {SD3_SIGLIP}")
+        return
+    encoder = view.graph.inputs_of(src[0])
+    for name in ("image", "clip_vision"):
+        if name in plan.input_map.values():
+            continue
+        if name in encoder:
+            plan.add_links[name] = view.graph.follow(*encoder[name])
+        else:
+            report.add(LOSSY, here, f"{name} is not connected: the {name} input of node {src[0]} CLIPVisionEncode, "
+                                    "which would give it, is not linked")
+    crop = view.graph.widgets_of(src[0]).get("crop", "center")
+    if crop != "center":
+        report.add(LOSSY, here, f"crop {crop!r} of node {src[0]} CLIPVisionEncode: the reference is center-cropped "
+                                "here; make it square first to keep all of it")
+    report.add(NOTE, here, f"image_embed came from node {src[0]} CLIPVisionEncode: its image and clip_vision are "
+                           f"connected here instead (this node encodes the reference itself); node {src[0]} is left "
+                           "as it is (delete it if nothing else uses it)")
+
+
+def model_shift(view):
+    """(flow shift, where from) of the model reaching this node: an upstream ModelSamplingSD3's, else SD3.5's."""
+    src, seen = view.source("model"), set()
+    while src is not None and src[0] not in seen:
+        seen.add(src[0])
+        if view.graph.type_of(src[0]) == "ModelSamplingSD3":
+            shift = view.graph.widgets_of(src[0]).get("shift")
+            if isinstance(shift, (int, float)) and not isinstance(shift, bool) and shift > 0:
+                return shift, f"node {src[0]} ModelSamplingSD3's"
+            break
+        link = view.graph.inputs_of(src[0]).get("model")
+        src = view.graph.follow(*link) if link else None
+    return mapping.SD35_SHIFT, "SD3.5 Large's"
+
+
+def hook_sd3_schedule(view, plan, report, here):
+    """Their start / end percent count in sigma (1 - sigma); start_at / end_at are fractions of the schedule."""
+    theirs = [_number(view, name, default, report, here)
+              for name, default in (("start_percent", 0.0), ("end_percent", 1.0))]
+    shift, where = model_shift(view)
+    for ours, value in zip(("start_at", "end_at"), theirs):
+        fraction = mapping.sd3_schedule_fraction(value, shift)
+        plan.widgets[ours], problem = checked(target_spec(plan.target, ours), fraction)
+        if problem:
+            report.add(LOSSY, here, f"{ours}: {problem}")
+    if any(0.0 < value < 1.0 for value in theirs):
+        report.add(NOTE, here, f"start_percent {theirs[0]} / end_percent {theirs[1]} count in 1 - sigma there; here "
+                               f"start_at {plan.widgets['start_at']} / end_at {plan.widgets['end_at']} give the same "
+                               f"sigmas with {where} shift {shift}")
 
 
 def _number(view, name, default, report, here):
@@ -354,13 +430,15 @@ def hook_instantx_weight_ramp(view, plan, report, here):
         report.add(LOSSY, here, f"weight: {problem}")
 
 
-HOOK_INPUTS = {"neg_embed": ("neg_embed",)}  # linked inputs a hook decides about
+HOOK_INPUTS = {"neg_embed": ("neg_embed",), "sd3_reference": ("image_embed",)}  # linked inputs a hook decides
 HOOK_WIDGETS = {"xlabs_block_strengths": ("begin_strength", "end_strength", "smothing_type"),  # widgets a hook reads
-                "instantx_weight_ramp": ("weight_start", "weight_end", "steps")}
+                "instantx_weight_ramp": ("weight_start", "weight_end", "steps"),
+                "sd3_schedule": ("start_percent", "end_percent")}
 HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weight,
          "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening,
          "clip_vision_from_loader": hook_clip_vision_from_loader,
-         "xlabs_block_strengths": hook_xlabs_block_strengths, "instantx_weight_ramp": hook_instantx_weight_ramp}
+         "xlabs_block_strengths": hook_xlabs_block_strengths, "instantx_weight_ramp": hook_instantx_weight_ramp,
+         "sd3_reference": hook_sd3_reference, "sd3_schedule": hook_sd3_schedule}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -492,11 +570,26 @@ class UIGraph:
 
     def widgets_of(self, node_id):
         node = self.nodes.get(node_id)
-        if node is None or node["type"] not in SOURCES:
+        layouts = mapping.widget_layouts(node["type"]) if node else ()
+        if not layouts:
             return {}
         values = node.get("widgets_values") or []
-        names = SOURCES[node["type"]]["widgets"]
-        return dict(values) if isinstance(values, dict) else dict(zip(names, values))
+        if isinstance(values, dict):
+            return dict(values)
+        names = next((names for names in layouts if len(names) == len(values)), layouts[0])
+        return dict(zip(names, values))
+
+    def inputs_of(self, node_id):
+        """Linked inputs of any node: name -> (source id, source slot), reroutes not followed."""
+        return self._linked(self.nodes.get(node_id) or {})
+
+    def _linked(self, node):
+        linked = {}
+        for inp in node.get("inputs") or []:
+            link = self.links.get(inp.get("link"))
+            if link is not None:
+                linked[inp["name"]] = (link[1], link[2])
+        return linked
 
     def follow(self, node_id, slot, seen=()):
         node = self.nodes.get(node_id)
@@ -508,24 +601,21 @@ class UIGraph:
 
     def view(self, node):
         kind = node["type"]
-        linked = {}
-        for inp in node.get("inputs") or []:
-            link = self.links.get(inp.get("link"))
-            if link is not None:
-                linked[inp["name"]] = (link[1], link[2])
+        linked = self._linked(node)
         types = {str(x.get("type")) for x in (node.get("inputs") or []) + (node.get("outputs") or [])}
         widgets, problem = {}, None
         if kind in SOURCES:
             names = SOURCES[kind]["widgets"]
             values = node.get("widgets_values") or []
+            layout = next((layout for layout in mapping.widget_layouts(kind) if len(layout) == len(values)), None)
             if isinstance(values, dict):
-                widgets = {n: values[n] for n in names if n in values}
-            elif len(values) != len(names):
+                widgets = {n: values[n] for layout in mapping.widget_layouts(kind) for n in layout if n in values}
+            elif layout is None:
                 problem = (f"its {len(values)} widget values do not match the {len(names)} widgets "
                            f"({', '.join(names) or 'none'}) of {PACK_OF[kind]}'s current node; saved by another "
                            "version? Rebuild it by hand")
             else:
-                widgets = dict(zip(names, values))
+                widgets = dict(zip(layout, values))
         view = NodeView(self, node["id"], kind, widgets, linked, problem)
         view.touches = {mapping.SOURCE_TYPES[t] for t in types if t in mapping.SOURCE_TYPES}
         return view
@@ -573,14 +663,19 @@ def convert_ui_graph(graph, report, ids, label=""):
             spec = target_spec(plans[target].target, in_name)
             ltype = spec["type"] if spec and not spec.get("widget") else ltype
         kept[link_id] = [lid, origin, oslot, target, in_name if target in plans else tslot, ltype]
+    gained = {}  # node left as it is -> [(its output slot, link id)] that a plan added
     for target, plan in plans.items():
         for ours, (origin, oslot) in plan.add_links.items():
+            link_id = ids["link"]
             if isinstance(origin, Added):
                 new_id, kind = placed[origin][:2]
                 origin, ltype = new_id, TARGETS[kind]["outputs"][oslot][1]
+            elif origin in plans:
+                ltype = TARGETS[plans[origin].target]["outputs"][oslot][1]
             else:
-                ltype = TARGETS[plans[origin].target]["outputs"][oslot][1] if origin in plans else "*"
-            link_id = ids["link"]
+                outputs = (ui.nodes.get(origin) or {}).get("outputs") or []
+                ltype = outputs[oslot].get("type", "*") if oslot < len(outputs) else "*"
+                gained.setdefault(origin, []).append((oslot, link_id))
             kept[link_id] = [link_id, origin, oslot, target, ours, ltype]
             ids["link"] += 1
     for origin, (new_id, kind, widgets) in placed.items():
@@ -601,6 +696,10 @@ def convert_ui_graph(graph, report, ids, label=""):
             for out in node.get("outputs") or []:
                 if out.get("links"):
                     out["links"] = [i for i in out["links"] if i in kept]
+            for oslot, link_id in gained.get(node["id"], ()):
+                if oslot < len(node.get("outputs") or []):
+                    out = node["outputs"][oslot]
+                    out["links"] = (out.get("links") or []) + [link_id]
             continue
         _rewrite_ui_node(node, plan, kept)
     for link in kept.values():
@@ -734,14 +833,19 @@ class APIGraph:
     def follow(self, node_id, slot):
         return str(node_id), slot
 
+    def inputs_of(self, node_id):
+        node = self.prompt.get(str(node_id)) or {}
+        return {k: (str(v[0]), v[1]) for k, v in (node.get("inputs") or {}).items() if _is_link(v)}
+
     def view(self, node_id, node):
         inputs = node.get("inputs") or {}
         kind = node.get("class_type")
-        linked = {k: (str(v[0]), v[1]) for k, v in inputs.items() if _is_link(v)}
+        linked = self.inputs_of(node_id)
         widgets = {k: v for k, v in inputs.items() if not _is_link(v)}
         problem = None
         if kind in SOURCES:
-            unknown = sorted(k for k in widgets if k not in SOURCES[kind]["widgets"])
+            known = {name for layout in mapping.widget_layouts(kind) for name in layout}
+            unknown = sorted(k for k in widgets if k not in known)
             if unknown:
                 problem = (f"inputs {', '.join(unknown)} are not inputs of {PACK_OF[kind]}'s current node; saved "
                            "by another version? Rebuild it by hand")
@@ -840,7 +944,7 @@ def convert(workflow):
     mapped = sum(1 for line in report.lines if line.startswith("mapped:"))
     unmapped, lossy = report.counts[UNMAPPED], report.counts[LOSSY]
     if not mapped and not unmapped:
-        report.lines.append("note: no IPAdapter_plus or Flux IP-Adapter node found; nothing to convert")
+        report.lines.append("note: no IPAdapter_plus, Flux or SD3.5 IP-Adapter node found; nothing to convert")
     else:
         report.lines.append(f"summary: {mapped} node(s) converted, {unmapped} left as they are, "
                             f"{lossy} lossy change(s)")

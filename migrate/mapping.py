@@ -1,11 +1,12 @@
 """The data of the converter: other packs' node layouts, this pack's node layouts, and the rules between them.
 
-SOURCES describes the nodes of ComfyUI_IPAdapter_plus (v2) and of the two Flux IP-Adapter packs (XLabs-AI's
-x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter) as their INPUT_TYPES declare them:
-socket inputs, widgets in widgets_values order, outputs by slot. TARGETS describes the nodes the converter writes
-(this pack's, plus core nodes it adds) as /object_info reports them (a test compares them with the live server, so
-they cannot drift). RULES says, per source node type, which node of this pack replaces it and how names and values
-carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new node).
+SOURCES describes the nodes of ComfyUI_IPAdapter_plus (v2), of the two Flux IP-Adapter packs (XLabs-AI's
+x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter) and of Slickytail's
+ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter) as their INPUT_TYPES declare them: socket inputs,
+widgets in widgets_values order (and the layouts of earlier releases), outputs by slot. TARGETS describes the nodes
+the converter writes (this pack's, plus core nodes it adds) as /object_info reports them (a test compares them with
+the live server, so they cannot drift). RULES says, per source node type, which node of this pack replaces it and
+how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new node).
 """
 import math
 from dataclasses import dataclass, field
@@ -15,13 +16,16 @@ from dataclasses import dataclass, field
 IPADAPTER, EMBEDS = "IPADAPTER_KIT", "IPADAPTER_KIT_EMBEDS"
 PARAMS, INSIGHTFACE = "IPADAPTER_KIT_PARAMS", "INSIGHTFACE_KIT"
 PLUS, XLABS, INSTANTX = "IPAdapter_plus", "x-flux-comfyui", "ComfyUI-IPAdapter-Flux"
+SD3 = "ComfyUI-InstantX-IPAdapter-SD3"
 SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE,
-                "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER}
+                "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER,
+                "IP_ADAPTER_SD3_INSTANTX": IPADAPTER}
 # Types only the source packs' objects travel on (-> the pack): a node we do not know that touches one is reported.
 SOURCE_TYPES = {**{kind: PLUS for kind in ("IPADAPTER", "EMBEDS", "IPADAPTER_PARAMS", "INSIGHTFACE",
                                            "WEIGHTS_STRATEGY")},
-                "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX}
+                "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX, "IP_ADAPTER_SD3_INSTANTX": SD3}
 FLUX_DOUBLE_BLOCKS = 19  # Flux dev / schnell; block_weights names them d0..d18
+SD35_SHIFT = 3.0  # the flow shift of SD3.5 Large (ComfyUI's SD3 model config) when no ModelSamplingSD3 sets one
 
 WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
                 "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
@@ -192,9 +196,18 @@ TARGETS = {
 
 # ---------------------------------------------------------------------------------------------------------------
 # IPAdapter_plus v2 nodes (what the converter reads): sockets and widgets in the order of their INPUT_TYPES.
-def theirs(title, sockets, widgets, outputs):
-    """sockets: [(name, type)]; widgets: names in widgets_values order; outputs: [(name, type)] by slot."""
-    return {"title": title, "sockets": dict(sockets), "widgets": tuple(widgets), "outputs": [tuple(o) for o in outputs]}
+def theirs(title, sockets, widgets, outputs, older=()):
+    """sockets: [(name, type)]; widgets: names in widgets_values order; outputs: [(name, type)] by slot;
+    older: the widget layouts of earlier releases (told apart by their number of values)."""
+    return {"title": title, "sockets": dict(sockets), "widgets": tuple(widgets), "outputs": [tuple(o) for o in outputs],
+            "older": tuple(tuple(layout) for layout in older)}
+
+
+def widget_layouts(kind):
+    """The widget layouts a node type may have been saved with, current first (core nodes: CORE_WIDGETS)."""
+    if kind in SOURCES:
+        return (SOURCES[kind]["widgets"], *SOURCES[kind]["older"])
+    return (CORE_WIDGETS[kind],) if kind in CORE_WIDGETS else ()
 
 
 _APPLY_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image", "IMAGE"), ("image_negative", "IMAGE"),
@@ -328,8 +341,23 @@ FLUX_SOURCES = {
                                              _MODEL),
     },
 }
+# ComfyUI-InstantX-IPAdapter-SD3 (nodes.py). Its first releases (December 2024) loaded SigLIP in the loader, named
+# by repo id, and took the image; since then the apply node takes a core CLIP Vision Encode output.
+_SD3_ADAPTER = [("ipadapter", "IP_ADAPTER_SD3_INSTANTX")]
+SD3_SOURCES = {
+    SD3: {
+        "IPAdapterSD3Loader": theirs("Load IPAdapter SD3 Model", [], ["ipadapter", "provider"], _SD3_ADAPTER,
+                                     older=[["ipadapter", "clip_vision", "provider"]]),
+        "ApplyIPAdapterSD3": theirs("Apply IPAdapter SD3 Model",
+                                    [("model", "MODEL"), *_SD3_ADAPTER, ("image_embed", "CLIP_VISION_OUTPUT"),
+                                     ("image", "IMAGE")],  # image: first releases
+                                    ["weight", "start_percent", "end_percent"], _MODEL),
+    },
+}
+# Core nodes whose widgets the converter reads (widgets_values order).
+CORE_WIDGETS = {"CLIPVisionEncode": ("crop",), "ModelSamplingSD3": ("shift",)}
 PACK_OF = dict.fromkeys(SOURCES, PLUS)  # source node type -> its pack (for the report)
-for _pack, _nodes in FLUX_SOURCES.items():
+for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES}.items():
     SOURCES.update(_nodes)
     PACK_OF.update(dict.fromkeys(_nodes, _pack))
 
@@ -413,7 +441,8 @@ def combine_method(value):
 
 
 def repo_id_file(value):
-    """ComfyUI-IPAdapter-Flux names its encoder by Hugging Face repo id; here it is a file in models/clip_vision."""
+    """The InstantX packs' loaders name their encoder by Hugging Face repo id; here it is a file in
+    models/clip_vision."""
     name = str(value)
     if "/" not in name:
         return name, None
@@ -466,6 +495,15 @@ def instantx_ramp_mean(start, end, steps):
         return end
     ramp = [start + (end - start) * (k - 1) / (steps - 1) for k in range(1, steps + 1)]
     return round(sum(ramp) / len(ramp), 6)
+
+
+def sd3_schedule_fraction(percent, shift=SD35_SHIFT):
+    """start_at / end_at for the SD3 pack's start / end percent, which is 1 - sigma: the fraction ComfyUI's flow
+    sampling (time_snr_shift with this shift) turns into that sigma (3 decimals, the widget's step)."""
+    if percent <= 0.0 or percent >= 1.0:
+        return min(max(float(percent), 0.0), 1.0)
+    sigma = 1.0 - percent
+    return round(1.0 - sigma / (shift - (shift - 1.0) * sigma), 3)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -641,4 +679,14 @@ RULES.update({
     "ApplyIPAdapterFlux": Rule("IPAKitApply", rename=INSTANTX_NAMES, hooks=FLUX_APPLY_HOOKS),
     "ApplyIPAdapterFluxAdvanced": Rule("IPAKitApply", rename=INSTANTX_NAMES,
                                        hooks=("instantx_weight_ramp", *FLUX_APPLY_HOOKS)),
+})
+
+# ComfyUI-InstantX-IPAdapter-SD3. Their adapter file stays in models/ipadapter. The first releases' loader named
+# SigLIP (a repo id): it becomes a CLIP vision loader node of its own; later workflows have one already, feeding a
+# CLIP Vision Encode node whose image and encoder go straight to the apply node here (it encodes them itself).
+RULES.update({
+    "IPAdapterSD3Loader": Rule("IPAKitModelLoader", rename={"ipadapter": "ipadapter_file"}, drop=PROVIDER_DROP,
+                               adds={"clip_vision": Extra("CLIPVisionLoader", {"clip_name": "clip_vision"},
+                                                          {"clip_name": repo_id_file}, what=ENCODER)}),
+    "ApplyIPAdapterSD3": Rule("IPAKitApply", hooks=("sd3_reference", "sd3_schedule")),
 })

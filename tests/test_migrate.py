@@ -1,6 +1,7 @@
 """The workflow converter (migrate/): its embedded node layouts against the live server, the mapping of hand-built
-IPAdapter_plus and Flux IP-Adapter pack (x-flux-comfyui, ComfyUI-IPAdapter-Flux) workflows (UI and API format), the
-converted graphs run through the server, and the CLI."""
+IPAdapter_plus, Flux IP-Adapter pack (x-flux-comfyui, ComfyUI-IPAdapter-Flux) and SD3.5 IP-Adapter pack
+(ComfyUI-InstantX-IPAdapter-SD3) workflows (UI and API format), the converted graphs run through the server, and the
+CLI."""
 import ast
 import copy
 import json
@@ -89,7 +90,8 @@ def test_rules_name_only_known_nodes_and_inputs(object_info):
         assert rule.target in mapping.TARGETS and rule.target in object_info, key
         names = {s["name"] for s in mapping.TARGETS[rule.target]["inputs"]}
         source = mapping.SOURCES[key.split("@")[0].split("+")[0]]
-        theirs = set(source["sockets"]) | set(source["widgets"])
+        widgets = {name for layout in mapping.widget_layouts(key.split("@")[0].split("+")[0]) for name in layout}
+        theirs = set(source["sockets"]) | widgets
         assert set(rule.rename) <= theirs and set(rule.drop) <= theirs, key
         assert set(rule.rename.values()) <= names and set(rule.fixed) <= names and set(rule.values) <= names, key
         for _, variant in rule.variants:
@@ -101,9 +103,12 @@ def test_rules_name_only_known_nodes_and_inputs(object_info):
             assert extra.target in mapping.TARGETS and extra.target in object_info, key
             extra_names = {s["name"] for s in mapping.TARGETS[extra.target]["inputs"] if s.get("widget")}
             assert set(extra.widgets) <= extra_names and set(extra.values) <= extra_names, key
-            assert set(extra.widgets.values()) <= set(source["widgets"]), key
+            assert set(extra.widgets.values()) <= widgets, key
     assert not set(mapping.RULES) & set(mapping.NOT_MAPPED)
     assert set(mapping.PACK_OF) == set(mapping.SOURCES)
+    for kind in mapping.SOURCES:  # earlier releases' layouts are told apart by their number of values
+        counts = [len(layout) for layout in mapping.widget_layouts(kind)]
+        assert len(counts) == len(set(counts)), kind
 
 
 def test_migrate_imports_only_the_standard_library():
@@ -726,10 +731,10 @@ def test_unknown_nodes_taking_flux_pack_objects_are_reported():
     assert set(result.workflow) == {"10", "11"}  # nothing links to an encoder node: none is added
 
 
-def _flux_world_missing(object_info):
-    """The files of FLUX_FILES the server does not list (the tiny Flux world not there, or its folders not set)."""
+def _flux_world_missing(object_info, wanted=FLUX_FILES):
+    """The files of `wanted` the server does not list (the tiny world not there, or its folders not set)."""
     missing = []
-    for (node, name), files in FLUX_FILES.items():
+    for (node, name), files in wanted.items():
         info = object_info.get(node)
         spec = next((kind, opts) for n, kind, opts in ordered_inputs(info) if n == name) if info else ([], {})
         options = spec[0] if isinstance(spec[0], list) else spec[1].get("options") or []
@@ -776,3 +781,233 @@ def test_cli_converts_a_flux_pack_workflow(tmp_path):
     assert done.returncode == 0, done.stderr
     assert json.loads(out.read_text()) == convert(load_flux("xlabs")).workflow
     assert done.stderr.splitlines() == FLUX_REPORTS["xlabs"] + [f"wrote {out}"]
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Slickytail/ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter). Fixtures: its example workflow's layout
+# trimmed onto core nodes, as saved since its CLIP Vision Encode release (sd3) and by its first releases
+# (sd3_first_release: SigLIP named by repo id in the loader, the image straight into the apply node).
+SD3_DATA = ROOT / "tests" / "data" / "sd3_pack"
+SIGCLIP = "sigclip_vision_patch14_384.safetensors"  # ComfyUI's SigLIP rehost, which the pack's README names
+SD3_FILES = {
+    ("CheckpointLoaderSimple", "ckpt_name"): "sd3.5_large_fp8_scaled.safetensors",
+    ("CLIPVisionLoader", "clip_name"): (SIGCLIP, SIGLIP),
+    ("IPAKitModelLoader", "ipadapter_file"): "ip-adapter_sd35_large.bin",
+}
+SD3_LOADER = "note: node 10 IPAdapterSD3Loader -> IPAKitModelLoader: "
+SD3_APPLY = "note: node 11 ApplyIPAdapterSD3 -> IPAKitApply: "
+SD3_OTHERS = ("CLIPTextEncode, CheckpointLoaderSimple, EmptySD3LatentImage, KSampler, LoadImage, SaveImage, "
+              "VAEDecode")
+SD3_REPORTS = {
+    "sd3": [
+        "mapped: node 10: IPAdapterSD3Loader -> IPAKitModelLoader",
+        f"{SD3_LOADER}provider 'cuda' {PROVIDER}",
+        "mapped: node 11: ApplyIPAdapterSD3 -> IPAKitApply",
+        f"{SD3_APPLY}image_embed came from node 13 CLIPVisionEncode: its image and clip_vision are connected here "
+        "instead (this node encodes the reference itself); node 13 is left as it is (delete it if nothing else "
+        "uses it)",
+        f"{SD3_APPLY}start_percent 0.0 / end_percent 0.8 count in 1 - sigma there; here start_at 0.0 / end_at 0.923 "
+        "give the same sigmas with SD3.5 Large's shift 3.0",
+        "note: graph: 10 other node(s) left as they are: " + SD3_OTHERS.replace(
+            "CheckpointLoaderSimple", "CLIPVisionEncode, CLIPVisionLoader, CheckpointLoaderSimple"),
+        "summary: 2 node(s) converted, 0 left as they are, 0 lossy change(s)"],
+    "sd3_first_release": [
+        "mapped: node 10: IPAdapterSD3Loader -> IPAKitModelLoader",
+        f"{SD3_LOADER}provider 'cuda' {PROVIDER}",
+        f"{SD3_LOADER}{REPO_ID}",
+        "mapped: node 11: ApplyIPAdapterSD3 -> IPAKitApply",
+        f"{SD3_APPLY}their first releases resized the whole reference to 384x384; here it is center-cropped to a "
+        "square first (the same for square references)",
+        f"{SD3_LOADER}the image encoder it loaded too is a node of its own here: added node 12 CLIPVisionLoader "
+        f"(clip_name '{SIGLIP}'), linked to the clip_vision input of node(s) 11",
+        "note: graph: 8 other node(s) left as they are: " + SD3_OTHERS,
+        "summary: 2 node(s) converted, 0 left as they are, 0 lossy change(s)"],
+}
+
+
+def load_sd3(name):
+    return json.loads((SD3_DATA / f"{name}.json").read_text())
+
+
+@pytest.mark.parametrize("name", list(SD3_REPORTS))
+def test_sd3_pack_workflow_converts_with_the_expected_report(name):
+    source = load_sd3(name)
+    before = copy.deepcopy(source)
+    result = convert(source)
+    assert source == before, "the input workflow was modified"
+    assert result.report == SD3_REPORTS[name]
+    assert result.exit_code == 0 and result.unmapped == 0
+    converted = result.workflow
+    _link_table_is_consistent(converted)
+    for node, old in zip(converted["nodes"], before["nodes"]):  # the nodes there were keep id, place and mode
+        assert (node["id"], node["pos"], node["size"], node["mode"]) == (old["id"], old["pos"], old["size"],
+                                                                        old["mode"])
+        assert not any(t in json.dumps(node) for t in ("IP_ADAPTER_SD3", "image_embed", "SD3Loader", "SD3 Model"))
+    added = [n for n in converted["nodes"] if n["id"] not in {m["id"] for m in before["nodes"]}]
+    assert len(added) == (1 if name == "sd3_first_release" else 0)
+    assert converted["last_node_id"] == before["last_node_id"] + len(added)
+
+
+def test_sd3_encoder_output_becomes_the_apply_nodes_image_and_clip_vision():
+    converted = convert(load_sd3("sd3")).workflow
+    nodes = nodes_by_id(converted)
+    assert nodes[10]["type"] == "IPAKitModelLoader" and nodes[10]["widgets_values"] == ["ip-adapter_sd35_large.bin"]
+    assert nodes[11]["type"] == "IPAKitApply" and nodes[11]["widgets_values"] == [0.5, "linear", 0.0, 0.923]
+    assert [inp["name"] for inp in nodes[11]["inputs"]] == ["model", "ipadapter", "image", "clip_vision"]
+    assert _input_link(converted, 11, "model")[1:3] == [1, 0]
+    assert _input_link(converted, 11, "ipadapter")[1:3] + [_input_link(converted, 11, "ipadapter")[5]] == [
+        10, 0, "IPADAPTER_KIT"]
+    image, clip_vision = _input_link(converted, 11, "image"), _input_link(converted, 11, "clip_vision")
+    assert (image[1:3], image[5]) == ([9, 0], "IMAGE")  # what the CLIP Vision Encode node encoded
+    assert (clip_vision[1:3], clip_vision[5]) == ([12, 0], "CLIP_VISION")  # with the SigLIP it was given
+    assert nodes[12]["widgets_values"] == [SIGCLIP] and nodes[9]["outputs"][0]["links"] == [11, image[0]]
+    assert nodes[13]["type"] == "CLIPVisionEncode" and nodes[13]["outputs"][0]["links"] == []
+    assert _input_link(converted, 6, "model")[1:3] == [11, 0]
+    assert converted["last_link_id"] == max(link[0] for link in converted["links"]) == 18
+
+
+def test_sd3_first_release_loader_gets_a_siglip_loader_node():
+    converted = convert(load_sd3("sd3_first_release")).workflow
+    nodes = nodes_by_id(converted)
+    assert nodes[10]["type"] == "IPAKitModelLoader" and nodes[10]["widgets_values"] == ["ip-adapter_sd35_large.bin"]
+    assert nodes[12]["type"] == "CLIPVisionLoader" and nodes[12]["widgets_values"] == [SIGLIP]
+    assert nodes[12]["pos"] == [nodes[10]["pos"][0], nodes[10]["pos"][1] + nodes[10]["size"][1] + 40]
+    assert nodes[11]["type"] == "IPAKitApply" and nodes[11]["widgets_values"] == [0.5, "linear", 0.0, 1.0]
+    assert _input_link(converted, 11, "clip_vision")[1:3] == [12, 0]
+    assert _input_link(converted, 11, "image")[1:3] == [9, 0]
+
+
+def sd3_prompt(weight=0.5, start=0.0, end=1.0, shift=None, crop="center"):
+    """API prompt of the SD3 pack's current nodes; shift: a ModelSamplingSD3 node between checkpoint and apply."""
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sd3.5_large_fp8_scaled.safetensors"}},
+        "9": {"class_type": "LoadImage", "inputs": {"image": "reference_a.png"}},
+        "10": {"class_type": "IPAdapterSD3Loader", "inputs": {"ipadapter": "ip-adapter_sd35_large.bin",
+                                                              "provider": "cuda"}},
+        "11": {"class_type": "ApplyIPAdapterSD3", "inputs": {
+            "model": ["1", 0], "ipadapter": ["10", 0], "image_embed": ["13", 0], "weight": weight,
+            "start_percent": start, "end_percent": end}, "_meta": {"title": "Apply IPAdapter SD3 Model"}},
+        "12": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": SIGCLIP}},
+        "13": {"class_type": "CLIPVisionEncode", "inputs": {"clip_vision": ["12", 0], "image": ["9", 0],
+                                                            "crop": crop}},
+    }
+    if shift is not None:
+        prompt["3"] = {"class_type": "ModelSamplingSD3", "inputs": {"model": ["1", 0], "shift": shift}}
+        prompt["11"]["inputs"]["model"] = ["3", 0]
+    return prompt
+
+
+def test_sd3_api_prompt_converts():
+    result = convert(sd3_prompt(weight=0.8))
+    out = result.workflow
+    assert out["10"] == {"class_type": "IPAKitModelLoader", "inputs": {"ipadapter_file": "ip-adapter_sd35_large.bin"}}
+    assert out["11"]["class_type"] == "IPAKitApply"
+    assert out["11"]["inputs"] == {"weight": 0.8, "weight_type": "linear", "start_at": 0.0, "end_at": 1.0,
+                                   "model": ["1", 0], "ipadapter": ["10", 0], "image": ["9", 0],
+                                   "clip_vision": ["12", 0]}
+    assert out["11"]["_meta"]["title"] == "IPAdapter Kit: Apply"
+    assert out["13"] == sd3_prompt()["13"] and set(out) == set(sd3_prompt())  # nothing added, nothing removed
+    assert mapped(result) == {"10": "IPAdapterSD3Loader -> IPAKitModelLoader", "11": "ApplyIPAdapterSD3 -> IPAKitApply"}
+    assert problems(result) == [] and result.exit_code == 0
+
+    first = {"1": sd3_prompt()["1"], "9": sd3_prompt()["9"],
+             "10": {"class_type": "IPAdapterSD3Loader", "inputs": {
+                 "ipadapter": "ip-adapter_sd35_large.bin", "clip_vision": "google/siglip-so400m-patch14-384",
+                 "provider": "cpu"}},
+             "11": {"class_type": "ApplyIPAdapterSD3", "inputs": {
+                 "model": ["1", 0], "ipadapter": ["10", 0], "image": ["9", 0], "weight": 0.5, "start_percent": 0.0,
+                 "end_percent": 1.0}}}
+    result = convert(first)
+    out = result.workflow
+    assert out["12"] == {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": SIGLIP},
+                         "_meta": {"title": "Load CLIP Vision"}}
+    assert out["11"]["inputs"] == {"weight": 0.5, "weight_type": "linear", "start_at": 0.0, "end_at": 1.0,
+                                   "model": ["1", 0], "ipadapter": ["10", 0], "image": ["9", 0],
+                                   "clip_vision": ["12", 0]}
+    assert problems(result) == [] and result.exit_code == 0
+
+
+@pytest.mark.parametrize("start, end, shift, expected", [
+    (0.0, 1.0, None, (0.0, 1.0)), (0.2, 0.8, None, (0.429, 0.923)), (0.5, 1.0, None, (0.75, 1.0)),
+    (0.2, 0.8, 1.0, (0.2, 0.8)),  # shift 1: ComfyUI's fraction is 1 - sigma too
+    (0.3, 0.6, 6.0, (0.72, 0.9)), (0.2, 0.8, 0, (0.429, 0.923)),  # shift 0 (meaningless): SD3.5's is used
+])
+def test_sd3_percent_is_one_minus_sigma(start, end, shift, expected):
+    from comfy.model_sampling import ModelSamplingDiscreteFlow  # what start_at / end_at are read with
+
+    result = convert(sd3_prompt(start=start, end=end, shift=shift))
+    inputs = result.workflow["11"]["inputs"]
+    assert (inputs["start_at"], inputs["end_at"]) == expected
+    sampling = ModelSamplingDiscreteFlow()
+    sampling.set_parameters(shift=shift or mapping.SD35_SHIFT)
+    for theirs, ours in ((start, inputs["start_at"]), (end, inputs["end_at"])):
+        assert abs(sampling.percent_to_sigma(ours) - (1.0 - theirs)) < 2e-3  # the sigma where theirs switches
+    notes = [line for line in result.report if "count in 1 - sigma" in line]
+    where = "node 3 ModelSamplingSD3's" if shift else "SD3.5 Large's"
+    assert notes == ([] if (start, end) == (0.0, 1.0) else [
+        f"note: node 11 ApplyIPAdapterSD3 -> IPAKitApply: start_percent {start} / end_percent {end} count in 1 - "
+        f"sigma there; here start_at {expected[0]} / end_at {expected[1]} give the same sigmas with {where} shift "
+        f"{shift or 3.0}"])
+    assert result.exit_code == 0
+
+
+def test_sd3_reference_that_cannot_be_carried_is_lossy():
+    result = convert(sd3_prompt(crop="none"))
+    assert problems(result) == ["lossy: node 11 ApplyIPAdapterSD3 -> IPAKitApply: crop 'none' of node 13 "
+                                "CLIPVisionEncode: the reference is center-cropped here; make it square first to "
+                                "keep all of it"]
+    prompt = sd3_prompt()
+    prompt["13"] = {"class_type": "ACME_EncodeBatch", "inputs": {"clip_vision": ["12", 0], "images": ["9", 0]}}
+    prompt["14"] = {"class_type": "ACME_SD3Stack", "inputs": {"ipadapter": ["10", 0]}}
+    result = convert(prompt)
+    assert problems(result) == [
+        "lossy: node 11 ApplyIPAdapterSD3 -> IPAKitApply: link to image_embed removed: it comes from node 13 "
+        "(ACME_EncodeBatch), not from a CLIP Vision Encode node: connect the reference image to image and connect a "
+        f"Load CLIP Vision node with SigLIP ({SIGCLIP}) to clip_vision",
+        "unmapped: node 14 ACME_SD3Stack: left as it is: not an ComfyUI-InstantX-IPAdapter-SD3 node this converter "
+        "knows, and it uses their IP-Adapter objects, which the nodes here do not produce"]
+    assert set(result.workflow["11"]["inputs"]) == {"weight", "weight_type", "start_at", "end_at", "model",
+                                                    "ipadapter"}
+    del prompt["13"]["inputs"]["images"]
+    prompt["13"]["class_type"] = "CLIPVisionEncode"
+    assert problems(convert(prompt))[0] == (
+        "lossy: node 11 ApplyIPAdapterSD3 -> IPAKitApply: image is not connected: the image input of node 13 "
+        "CLIPVisionEncode, which would give it, is not linked")
+    workflow = load_sd3("sd3_first_release")
+    nodes_by_id(workflow)[10]["widgets_values"] = ["ip-adapter_sd35_large.bin", SIGLIP, "x", "cuda"]
+    result = convert(workflow)
+    assert problems(result) == [
+        "unmapped: node 10 IPAdapterSD3Loader: left as it is: its 4 widget values do not match the 2 widgets "
+        "(ipadapter, provider) of ComfyUI-InstantX-IPAdapter-SD3's current node; saved by another version? Rebuild "
+        "it by hand",
+        "lossy: node 11 ApplyIPAdapterSD3 -> IPAKitApply: no loader of theirs that named SigLIP feeds this node: "
+        f"connect a Load CLIP Vision node with SigLIP ({SIGCLIP}) to clip_vision"]
+    _link_table_is_consistent(result.workflow)
+
+
+@pytest.mark.parametrize("name", list(SD3_REPORTS))
+def test_converted_sd3_workflow_is_valid_for_the_server(name, object_info):
+    converted = convert(load_sd3(name)).workflow
+    found = validate_widgets(converted, object_info)
+    missing = _flux_world_missing(object_info, SD3_FILES)  # ComfyUI's SigLIP rehost is not in the tiny world
+    assert all(any(f"{file!r} is not one of" in line for file in missing) for line in found), found
+    prompt = to_api(converted, object_info)
+    assert {node["class_type"] for node in prompt.values()} >= {"IPAKitModelLoader", "IPAKitApply",
+                                                                 "CLIPVisionLoader"}
+    apply, = [node for node in prompt.values() if node["class_type"] == "IPAKitApply"]
+    assert set(apply["inputs"]) == {name for name, _, _ in ordered_inputs(object_info["IPAKitApply"])}
+
+
+
+@pytest.mark.parametrize("name", list(SD3_REPORTS))
+def test_converted_sd3_workflow_runs(name, comfy_server, object_info):
+    converted = small_flux(convert(load_sd3(name)).workflow, object_info)
+    for node in converted["nodes"]:  # the tiny world's SigLIP stands in for ComfyUI's rehost of it
+        if node["type"] == "CLIPVisionLoader":
+            node["widgets_values"] = ["siglip-so400m-patch14-384.safetensors"]
+    with_adapter = run_one_image(comfy_server, to_api(converted, object_info))
+    for node in converted["nodes"]:
+        if node["type"].startswith("IPAKitApply"):
+            node["mode"] = 4
+    without = run_one_image(comfy_server, to_api(converted, object_info))
+    assert np.abs(with_adapter - without).max() > 0, "the converted SD3.5 IP-Adapter did not change the image"
