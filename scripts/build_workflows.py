@@ -38,6 +38,9 @@ MODEL_URLS = {
         ("clip_vision", f"{HF}/openai/clip-vit-large-patch14/resolve/main/model.safetensors"),
     "siglip-so400m-patch14-384.safetensors":
         ("clip_vision", f"{HF}/google/siglip-so400m-patch14-384/resolve/main/model.safetensors"),
+    "sd3.5_large_fp8_scaled.safetensors":
+        ("checkpoints", f"{HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_large_fp8_scaled.safetensors"),
+    "ip-adapter_sd35_large.bin": ("ipadapter", f"{HF}/InstantX/SD3.5-Large-IP-Adapter/resolve/main/ip-adapter.bin"),
 }
 PRESET_FILES = {"STANDARD (medium strength)": ["ip-adapter_sd15.safetensors"],
                 "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"],

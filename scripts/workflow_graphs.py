@@ -224,3 +224,37 @@ WORKFLOWS["flux_ipadapter_instantx"] = {
                                  {"model": ("lora", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
                                   "clip_vision": ("clip_vision", 0)})),
 }
+
+SD35_CKPT = "sd3.5_large_fp8_scaled.safetensors"
+
+
+def sd35_txt2img(model_source, prompt, prefix, **extra_nodes):
+    """SD3.5 Large text-to-image as ComfyUI's SD3.5 template runs it (all-in-one checkpoint, cfg 4.5, sgm_uniform)."""
+    return {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": SD35_CKPT}, {}),
+        **extra_nodes,
+        "pos": ("CLIPTextEncode", {"text": prompt}, {"clip": ("ckpt", 1)}),
+        "neg": ("CLIPTextEncode", {"text": ""}, {"clip": ("ckpt", 1)}),
+        "latent": ("EmptySD3LatentImage", {"width": 1024, "height": 1024, "batch_size": 1}, {}),
+        "sampler": ("KSampler", {"seed": 42, "steps": 28, "cfg": 4.5, "sampler_name": "euler",
+                                 "scheduler": "sgm_uniform", "denoise": 1.0},
+                    {"model": model_source, "positive": ("pos", 0), "negative": ("neg", 0),
+                     "latent_image": ("latent", 0)}),
+        "decode": ("VAEDecode", {}, {"samples": ("sampler", 0), "vae": ("ckpt", 2)}),
+        "save": ("SaveImage", {"filename_prefix": prefix}, {"images": ("decode", 0)}),
+    }
+
+
+WORKFLOWS["sd35_ipadapter"] = {
+    "description": "SD3.5 Large with InstantX's SD3.5-Large-IP-Adapter: SigLIP (ComfyUI's Load CLIP Vision) reads the "
+                   "reference, a timestep-aware resampler turns it into image tokens at every step. Keep the adapter "
+                   "as models/ipadapter/ip-adapter_sd35_large.bin (InstantX names it ip-adapter.bin, as does the "
+                   "Flux one).",
+    "nodes": sd35_txt2img(("apply", 0), "a ceramic teapot on a wooden table, studio photo", "sd35_ipadapter",
+                          ipa_file=("IPAKitModelLoader", {"ipadapter_file": "ip-adapter_sd35_large.bin"}, {}),
+                          clip_vision=("CLIPVisionLoader", {"clip_name": "siglip-so400m-patch14-384.safetensors"}, {}),
+                          reference=("LoadImage", {"image": "reference_a.png"}, {}),
+                          apply=("IPAKitApply", {"weight": 0.6, "weight_type": "linear"},
+                                 {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                  "clip_vision": ("clip_vision", 0)})),
+}

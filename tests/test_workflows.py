@@ -50,7 +50,7 @@ def test_there_are_example_workflows():
     assert {"ipadapter_basic", "ipadapter_style_transfer", "ipadapter_composition", "ipadapter_masked_two_subjects",
             "ipadapter_controlnet_lora", "ipadapter_faceid", "ipadapter_style_and_composition",
             "ipadapter_tiled_non_square", "ipadapter_embeds_save_load", "ipadapter_animation_weights",
-            "flux_ipadapter_xlabs", "flux_ipadapter_instantx"} <= names
+            "flux_ipadapter_xlabs", "flux_ipadapter_instantx", "sd35_ipadapter"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
