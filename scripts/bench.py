@@ -5,11 +5,12 @@ Builds real-size SD1.5 and SDXL UNets (random weights) through ComfyUI's own cla
 (random weights, written from the released tensor shapes), patches the model through the pack's own apply path
 (nodes.patching.apply_embeds) and times the model forward the sampler runs (batch 2: uncond + cond), unpatched vs
 patched, interleaved. A Flux phase (scripts/bench_flux.py) times one real-width Flux.1 double and single block, plain
-vs patched through the pack's dit block replace (XLabs, InstantX). Writes docs/benchmarks.md (a run of some phases
+vs patched through the pack's dit block replace (XLabs, InstantX); an SD3.5 phase (scripts/bench_sd3.py) one
+real-width SD3.5 Large joint block (InstantX SD3.5-Large-IP-Adapter). Writes docs/benchmarks.md (a run of some phases
 replaces only their sections). See the Method section of that file for what is measured and how.
 
-    .host/venv/bin/python scripts/bench.py [--arch sd15|sdxl|flux|both|all] [--size N] [--pairs N]
-                                           [--flux-tokens N] [--device cpu|cuda]
+    .host/venv/bin/python scripts/bench.py [--arch sd15|sdxl|flux|sd35|both|all] [--size N] [--pairs N]
+                                           [--flux-tokens N] [--sd3-tokens N] [--device cpu|cuda]
 """
 import argparse
 import contextlib
@@ -33,9 +34,11 @@ DOC = ROOT / "docs" / "benchmarks.md"
 ARCH_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL"}
 DEFAULT_SIZE = {"sd15": 32, "sdxl": 16}  # latent side on CPU; SDXL real size is ~4 s a step at 16x16 on 1 core
 TARGETS = {"base": 1.03, "plus": 1.05, "four": 1.10, "masked": 1.10}  # issue 6
-PHASES = {"all": ("sd15", "sdxl", "flux"), "both": ("sd15", "sdxl"), "sd15": ("sd15",), "sdxl": ("sdxl",),
-          "flux": ("flux",)}
-SECTION_ORDER = ("sd15", "sdxl", "flux")  # <!-- bench:NAME --> sections of the doc, in this order
+PHASES = {"all": ("sd15", "sdxl", "flux", "sd35"), "both": ("sd15", "sdxl"), "sd15": ("sd15",), "sdxl": ("sdxl",),
+          "flux": ("flux",), "sd35": ("sd35",)}
+SECTION_ORDER = ("sd15", "sdxl", "flux", "sd35")  # <!-- bench:NAME --> sections of the doc, in this order
+PHASE_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd35": "SD3.5"}
+DIT_PHASES = {"flux", "sd35"}  # block-level phases (their own modules; no CLIP encode figure)
 
 
 def parse_args(argv=None):
@@ -56,6 +59,16 @@ def parse_args(argv=None):
     p.add_argument("--flux-tokens", type=int, default=1024,
                    help="Flux image tokens (1024 = a 512x512 image, the CPU default; 4096 = 1024x1024)")
     p.add_argument("--flux-text", type=int, default=512, help="Flux text tokens (T5, 512 for dev)")
+    p.add_argument("--sd3-tokens", type=int, default=4096,
+                   help="SD3.5 image tokens (4096 = a 1024x1024 image, the default; 1024 = 512x512)")
+    p.add_argument("--sd3-text", type=int, default=154, help="SD3.5 text tokens (77 CLIP-L/G + 77 T5)")
+    p.add_argument("--sd3-budget", type=float, default=120,
+                   help="seconds of timed SD3.5 block rounds, shared by its attention backends (at least 3 rounds "
+                        "each, at most --pairs)")
+    p.add_argument("--sd3-attention", default="pytorch",
+                   help="comma-separated attention backends for the SD3.5 block: pytorch (torch SDPA, ComfyUI's "
+                        "choice on CUDA), sub_quad (ComfyUI's CPU default; noisy here at 4096 tokens, see "
+                        "docs/benchmarks.md)")
     p.add_argument("--out", default=str(DOC), help="markdown file to write ('-' for none)")
     p.add_argument("--worker", default=None, help=argparse.SUPPRESS)  # internal: one phase in a fresh process
     p.add_argument("--result", default=None, help=argparse.SUPPRESS)
@@ -110,10 +123,11 @@ from ipadapter_kit.ipadapter_core import embeds as core_embeds  # noqa: E402
 from ipadapter_kit.nodes import clip_encode, model_cache, paths, patching  # noqa: E402
 
 import bench_flux  # noqa: E402  (scripts/, next to this file: the Flux phase)
+import bench_sd3  # noqa: E402  (the SD3.5 phase)
 
 DEVICE = torch.device(ARGS.device)
 DTYPE = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}[
-    ARGS.dtype or ("fp32" if ARGS.device == "cpu" else "bf16" if ARGS.worker == "flux" else "fp16")]
+    ARGS.dtype or ("fp32" if ARGS.device == "cpu" else "bf16" if ARGS.worker in DIT_PHASES else "fp16")]
 SETUP_THREADS = os.cpu_count() or 1
 
 # ---------------------------------------------------------------------------------------------------- shapes
@@ -943,7 +957,11 @@ def arch_section(r):
 
 
 def section_for(r):
-    return bench_flux.section(sys.modules[__name__], r) if r["arch"] == "flux" else arch_section(r)
+    if r["arch"] == "flux":
+        return bench_flux.section(sys.modules[__name__], r)
+    if r["arch"] == "sd35":
+        return bench_sd3.section(sys.modules[__name__], r)
+    return arch_section(r)
 
 
 def write_doc(path, results, info, elapsed, partial=False):
@@ -959,9 +977,16 @@ def write_doc(path, results, info, elapsed, partial=False):
         sections[r["arch"]] = section_for(r)
     last = re.search(r"Last (?:full )?run (.+?), took\s+([\d.]+) minutes", old)
     if partial and last:
-        ran = ", ".join(ARCH_NAMES.get(r["arch"], "Flux") for r in results)
-        run_line = (f"Last full run {last.group(1)}, took\n{last.group(2)} minutes; {ran} updated {info['date']} by "
-                    f"`--arch {ARGS.arch}` ({elapsed / 60:.1f} minutes).")
+        ran = ", ".join(PHASE_NAMES[r["arch"]] for r in results)
+        names = {PHASE_NAMES[r["arch"]] for r in results}
+        end = old.find("\n\n", last.start())
+        earlier = "".join(  # partial runs of other phases since the last full run keep their note
+            f"; {m.group(1)} updated {m.group(2)} by `--arch {m.group(3)}` ({m.group(4)} minutes)"
+            for m in re.finditer(r"((?:[\w.]+, )*[\w.]+) updated (\d{4}-\d\d-\d\d \d\d:\d\d) by\s+`--arch (\w+)`\s+"
+                                 r"\(([\d.]+) minutes\)", old[last.start():end if end >= 0 else None])
+            if not names & set(m.group(1).split(", ")))
+        run_line = (f"Last full run {last.group(1)}, took\n{last.group(2)} minutes{earlier}; {ran} updated "
+                    f"{info['date']} by `--arch {ARGS.arch}` ({elapsed / 60:.1f} minutes).")
     else:
         run_line = f"Last run {info['date']}, took\n{elapsed / 60:.1f} minutes."
     gpu_line = (f"GPU: {info['gpu']}." if info["gpu"] else
@@ -1001,12 +1026,17 @@ Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python
   whenever the second vCPU was contended (OpenMP threads spin at barriers while their partner is descheduled), so
   CPU and wall time swung by ±50%; with one thread, back-to-back steps agreed within ±2%. Setup (random weights)
   uses all cores.
-- Each phase (CLIP encode, SD1.5, SDXL, Flux blocks) runs in its own process, so each starts with the memory
-  free. `--arch sd15|sdxl|flux|both` runs some of them and replaces only their sections here.
+- Each phase (CLIP encode, SD1.5, SDXL, Flux blocks, SD3.5 block) runs in its own process, so each starts with the
+  memory free. `--arch sd15|sdxl|flux|sd35|both` runs some of them and replaces only their sections here.
 - Flux (its section has the details): one real-width Flux.1 double block and one single block (ComfyUI's classes,
   random weights), plain vs the pack's installed `dit` block replace for real-size XLabs and InstantX adapter
   files, same clock, threads and interleaving; a whole Flux model (12B parameters, 48 GB in float32) does not fit
   this machine.
+- SD3.5 (its section has the details): one real-width SD3.5 Large joint block (ComfyUI's `mmdit.JointBlock`, random
+  weights, batch 2), plain vs the pack's installed `dit` replace for a real-size InstantX SD3.5-Large-IP-Adapter
+  file, with torch's SDPA as the block's attention (`attention_pytorch`, ComfyUI's choice on CUDA; its CPU default
+  `attention_sub_quad` with `--sd3-attention pytorch,sub_quad`), same clock, threads and interleaving; the number
+  of rounds follows the first call's time (`--sd3-budget`).
 - Memory: {MEMORY.what}.
   tracemalloc does not see torch's allocations, and torch keeps no CPU allocator statistics.
 - Level 1 is one attn2 call in isolation (real shapes of adapter layer 0) against ComfyUI's
@@ -1045,6 +1075,12 @@ one attn2 call cost 1.90× the plain call for 1 base adapter, 1.55× for 1 plus 
 and 1.002×, 1.018×, 1.007×, 1.025×, 1.012× (SDXL), all within the targets already. The old code ran each prompt
 separately: it copied q into a per-head layout, ran torch's softmax on rows of 4 tokens, and transposed and added
 the output, once per prompt.
+
+SD3.5 (InstantX SD3.5-Large-IP-Adapter), first measured 2026-11-30 08:28 by `--arch sd35` with the pack's first
+SD3.5 patch (`ipadapter_core/families/sd3.py`, uncommitted on 7b62605): one real-width joint block at 1024×1024 px
+(4096 image tokens) cost 1.248× the plain block with torch SDPA as its attention, against the 1.215× multiply-add
+floor of the release's second attention over the image tokens; 1.087× at 512×512 px (floor 1.068×). The image
+attention was 2.73 s of the 2.82 s each block added; the resampler 0.48 s once per model call.
 """
     body = [head]
     for arch in SECTION_ORDER:
@@ -1070,6 +1106,8 @@ def worker():
             result = encode_cost(log)
         elif ARGS.worker == "flux":
             result = bench_flux.run_flux(sys.modules[__name__], tmp, log)
+        elif ARGS.worker == "sd35":
+            result = bench_sd3.run_sd3(sys.modules[__name__], tmp, log)
         else:
             size = ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE[ARGS.worker])
             result = run_arch(ARGS.worker, size, tmp, log)
@@ -1110,7 +1148,7 @@ def main():
             else:
                 results.append(result)
     for r in results:
-        if clip and r["arch"] != "flux":
+        if clip and r["arch"] not in DIT_PHASES:
             r["encode"] = clip
     elapsed = time.time() - started
     sections = "\n\n".join(section_for(r) for r in results)

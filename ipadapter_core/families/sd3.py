@@ -258,32 +258,36 @@ class JointBlockPatch:
                         "tokens. This ComfyUI version changed its MMDiT attention; please report it with your "
                         "ComfyUI version.")
                 split = (lambda t: t.reshape(q.shape[0], q.shape[1], heads, -1)[:, text:].transpose(1, 2))
-                out[:, text:] += self._image_term(split(q), split(k), split(v), *call).to(out.dtype)
+                image = out[:, text:]
+                self._add_image_terms(image.view(*image.shape[:2], heads, -1), split(q), split(k), split(v), *call)
             return out
 
         return dict(options, optimized_attention_override=attend)
 
-    def _image_term(self, q, k, v, layer, indices, step, chunks, sigmas):
-        """(B, N, width): the weighted image terms of the prompts on this block, from its QK-normed q, k and v."""
+    def _add_image_terms(self, out, q, k, v, layer, indices, step, chunks, sigmas):
+        """out (B, N, heads, head_dim) += the weighted image terms of the prompts on this block, from the block's
+        QK-normed q, k and its v (B, heads, N, head_dim)."""
         batch, heads, tokens, head_dim = q.shape
         attn = self.diffusion_model.joint_blocks[layer].x_block.attn
         block_q = attn.ln_q.weight.to(q.device, torch.float32)
         block_k = attn.ln_k.weight.to(q.device, torch.float32)
-        total = torch.zeros(batch, tokens, heads * head_dim, device=q.device, dtype=torch.float32)
         for i in indices:
             prompt = self.prompts[i]
             adapter = prompt.weights.ip_adapter[str(layer)]
-            qn = q * (adapter.norm_q.weight.to(q.device, torch.float32) / block_q).to(q.dtype)
-            kn = k * (adapter.norm_k.weight.to(q.device, torch.float32) / block_k).to(k.dtype)
+            # scores use q.(k * rk) = (q * rk).k: one rescaled copy of q, none of k; the adapter's keys get 1 / rk
+            rq = adapter.norm_q.weight.to(q.device, torch.float32) / block_q
+            rk = adapter.norm_k.weight.to(q.device, torch.float32) / block_k
+            qn = q * (rq * rk).to(q.dtype)
+            key_scale = torch.where(rk == 0, torch.ones_like(rk), rk)  # rk_d = 0: q's channel d is 0 anyway
             gate = sigma_gate(prompt.sigma_range, sigmas, batch, q.device, torch.float32)
             for unit_tokens, t_emb, scale, mask in self._units(i, step, chunks, batch, tokens):
                 ip_k, ip_v = adapter.image_kv(unit_tokens, t_emb, heads)
-                term = joint_image_attention(qn, kn, v, ip_k.to(q.device, q.dtype), ip_v.to(q.device, q.dtype))
-                factor = (prompt.layer_weights[layer] * scale.to(q.device) * gate).view(batch, 1, 1)
+                ip_k = (ip_k.to(q.device, torch.float32) / key_scale).to(q.dtype)
+                term = joint_image_attention(qn, k, v, ip_k, ip_v.to(q.device, q.dtype))  # (B, heads, N, d)
+                factor = (prompt.layer_weights[layer] * scale.to(q.device) * gate).view(batch, 1, 1, 1)
                 if mask is not None:
-                    factor = factor * mask.to(q.device).unsqueeze(-1)
-                total += term.transpose(1, 2).flatten(2).float() * factor
-        return total
+                    factor = factor * mask.to(q.device).view(mask.shape[0], 1, tokens, 1)
+                out += term.mul_(factor.to(term.dtype)).transpose(1, 2).to(out.dtype)
 
     def _units(self, i, step, chunks, batch, tokens):
         """[(tokens (B, T, width), t_emb (B, D), scale (B,), mask (B or 1, N) or None)] of prompt i in this call:
