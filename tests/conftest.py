@@ -34,8 +34,19 @@ if "ipadapter_kit" not in sys.modules:
 
 
 import pytest  # noqa: E402
+import torch  # noqa: E402
 
 WORLD_DIR = ROOT / ".fixtures" / "world"
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test: tiny models are many tiny matmuls, and two OpenMP threads on a busy 2-core
+    machine run them several times slower (a tiny SD3.5 forward: 13 s instead of 0.1 s)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="session")
@@ -66,7 +77,7 @@ def world_paths(world):
 
     from ipadapter_kit.nodes import paths
 
-    for name in ("checkpoints", "clip_vision", "ipadapter", "insightface", "loras", "controlnet"):
+    for name in ("checkpoints", "clip_vision", "ipadapter", "insightface", "loras", "controlnet", "instantid"):
         folder_paths.add_model_folder_path(name, str(world / "models" / name))
     for legacy in paths.LEGACY_IPADAPTER_FOLDERS:  # the Flux packs' folders, as users have them
         folder_paths.add_model_folder_path("ipadapter", str(world / "models" / legacy))
@@ -119,4 +130,19 @@ def sd35(world_paths):
     model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(path))
     positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a cat"))
     negative = clip.encode_from_tokens_scheduled(clip.tokenize(""))
+    return model, positive, negative
+
+
+@pytest.fixture(scope="session")
+def sdxl_ckpt(world_paths):
+    """(model, positive, negative) of the tiny SDXL base all-in-one checkpoint (sd_xl_base_1.0), loaded in-process."""
+    import comfy.sd
+    import host_support  # noqa: F401  (registers the tiny model configs)
+
+    from tinymodels.world import CHECKPOINT_SDXL
+
+    path = world_paths / "models" / "checkpoints" / CHECKPOINT_SDXL
+    model, clip, _, _ = comfy.sd.load_checkpoint_guess_config(str(path))
+    positive = clip.encode_from_tokens_scheduled(clip.tokenize("a photo of a cat"))
+    negative = clip.encode_from_tokens_scheduled(clip.tokenize("blurry"))
     return model, positive, negative

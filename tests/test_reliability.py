@@ -517,15 +517,6 @@ def test_interrupted_prompt_leaves_the_next_unchanged(server, references):
 
 # ---------------------------------------------------------------- in-process: what no core node can send
 
-@pytest.fixture
-def one_thread():
-    """In-process sampling on one thread for the test (steady timings on a shared 2-core machine)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @pytest.fixture(scope="module")
 def clip_h(world_paths):
     from ipadapter_kit.nodes.presets import load_clip_vision

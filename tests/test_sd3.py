@@ -24,13 +24,7 @@ BLOCKS, HIDDEN, SCALE = 38, 128, 0.7
 LAST = BLOCKS - 1
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """38 blocks of tiny matmuls: two OpenMP threads on a busy 2-core machine only slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny matmuls: one thread is far faster here
 
 
 def reference(seed, size=96):

@@ -16,13 +16,7 @@ LAST = 37
 ATOL = RTOL = 1e-5
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny matmuls: two OpenMP threads on a busy 2-core machine only slow them down."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny matmuls: one thread is far faster here
 
 
 @pytest.fixture(scope="module")

@@ -20,13 +20,7 @@ H, C, P = tiny_configs.SD3_HIDDEN, tiny_configs.SD3_CONTEXT, tiny_configs.SD3_MM
 BLOCKS = 38
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """38 blocks of tiny matmuls: with two OpenMP threads on a busy 2-core machine a forward takes 13 s, not 0.1 s."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny matmuls: one thread is far faster here
 
 
 def _sample(model, positive, negative, steps=2, cfg=4.0):

@@ -1,5 +1,5 @@
-"""Test host only: teaches ComfyUI 0.3.x to load the tiny test checkpoints (SD1.5, SDXL, Flux, SD3.5) and
-CLIP-vision files.
+"""Test host only: teaches ComfyUI 0.3.x to load the tiny test checkpoints (SD1.5, SDXL, Flux, SD3.5),
+CLIP-vision files and diffusers-format SDXL ControlNets (the tiny InstantID IdentityNet).
 
 Linked into custom_nodes/ by scripts/setup_host.sh; never part of the published pack. It adds model
 configs matched by the tiny shapes (real files never match them) and exports no nodes.
@@ -14,7 +14,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 import tiny_configs  # noqa: E402
 
 import comfy.clip_vision  # noqa: E402
+import comfy.model_detection  # noqa: E402
 import comfy.sd1_clip  # noqa: E402
+import comfy.sdxl_clip  # noqa: E402
 import comfy.supported_models  # noqa: E402
 import comfy.supported_models_base  # noqa: E402
 import comfy.text_encoders.flux  # noqa: E402
@@ -42,6 +44,15 @@ class TinySD15(comfy.supported_models.SD15):
         return comfy.supported_models_base.ClipTarget(comfy.sd1_clip.SD1Tokenizer, TinySD1ClipModel)
 
 
+class TinySDXLClipModel(comfy.sdxl_clip.SDXLClipModel):
+    """SDXL's CLIP-L + OpenCLIP bigG pair at tiny widths (penultimate states concatenated, CLIP-G pooled)."""
+
+    def __init__(self, device="cpu", dtype=None, model_options={}):
+        model_options = {**model_options, "clip_l_model_config": dict(tiny_configs.SDXL_CLIP_L),
+                         "clip_g_model_config": dict(tiny_configs.SDXL_CLIP_G)}
+        super().__init__(device=device, dtype=dtype, model_options=model_options)
+
+
 class TinySDXL(comfy.supported_models.SDXL):
     unet_config = {
         "model_channels": tiny_configs.SDXL_UNET["model_channels"],
@@ -52,6 +63,9 @@ class TinySDXL(comfy.supported_models.SDXL):
         "use_temporal_attention": False,
     }
     unet_extra_config = dict(tiny_configs.SDXL_HEADS)
+
+    def clip_target(self, state_dict={}):
+        return comfy.supported_models_base.ClipTarget(comfy.sdxl_clip.SDXLTokenizer, TinySDXLClipModel)
 
 
 class TinyFluxClipModel(comfy.text_encoders.flux.FluxClipModel):
@@ -142,9 +156,51 @@ def load_clipvision_from_sd(sd, prefix="", convert_keys=False):
     return clip
 
 
+def _diffusers_depths(sd):
+    """(transformer depth per down-block layer, middle depth, context width) of a diffusers UNet / ControlNet,
+    counted as core's detection counts them."""
+    count = comfy.model_detection.count_blocks
+    depths, context = [], None
+    for i in range(count(sd, "down_blocks.{}")):
+        attentions = count(sd, f"down_blocks.{i}.attentions.{{}}")
+        if attentions == 0:
+            depths += [0] * count(sd, f"down_blocks.{i}.resnets.{{}}")
+        for a in range(attentions):
+            depth = count(sd, f"down_blocks.{i}.attentions.{a}.transformer_blocks.{{}}")
+            depths.append(depth)
+            if depth:
+                context = sd[f"down_blocks.{i}.attentions.{a}.transformer_blocks.0.attn2.to_k.weight"].shape[1]
+    return depths, count(sd, "mid_block.attentions.0.transformer_blocks.{}"), context
+
+
+def tiny_sdxl_diffusers_config(sd, dtype=None):
+    """The tiny SDXL unet config for a diffusers-format state dict of its shapes (an IdentityNet), else None."""
+    xl = tiny_configs.SDXL_UNET
+    conv_in, add = sd.get("conv_in.weight"), sd.get("add_embedding.linear_1.weight")
+    if conv_in is None or add is None:
+        return None
+    found = (tuple(conv_in.shape[:2]), add.shape[1], *_diffusers_depths(sd))
+    wanted = ((xl["model_channels"], xl["in_channels"]), xl["adm_in_channels"], xl["transformer_depth"],
+              xl["transformer_depth_middle"], xl["context_dim"])
+    if found != wanted:
+        return None
+    config = {**xl, **tiny_configs.SDXL_HEADS, "use_checkpoint": False, "dtype": dtype}
+    return comfy.model_detection.convert_config(config)
+
+
+_core_unet_config_from_diffusers_unet = comfy.model_detection.unet_config_from_diffusers_unet
+
+
+def unet_config_from_diffusers_unet(state_dict, dtype=None):
+    """Core's detection first (it matches fixed real-size configs); the tiny SDXL only when none matched."""
+    config = _core_unet_config_from_diffusers_unet(state_dict, dtype=dtype)
+    return config if config is not None else tiny_sdxl_diffusers_config(state_dict, dtype)
+
+
 if TinySD15 not in comfy.supported_models.models:
     comfy.supported_models.models[:0] = [TinySD15, TinySDXL, TinyFlux, TinySD35]
     comfy.clip_vision.load_clipvision_from_sd = load_clipvision_from_sd
+    comfy.model_detection.unet_config_from_diffusers_unet = unet_config_from_diffusers_unet
     logging.info("ipadapter-kit test support: tiny model configs registered")
 
 NODE_CLASS_MAPPINGS = {}

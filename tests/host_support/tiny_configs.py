@@ -57,6 +57,16 @@ SD15_TEXT = {
     "pad_token_id": 1,
 }
 
+# SDXL's two text encoders, as in sd_xl_base_1.0: CLIP-L (transformers layout) and OpenCLIP bigG; both read layer -2
+# (3 layers each; real 12 and 32). Their penultimate states concatenate to the UNet context (32 + 48 = 80; real
+# 768 + 1280 = 2048) and CLIP-G's projected pooled output (square projection: 48; real 1280) plus six 256-wide size
+# embeddings is the UNet's adm input (48 + 1536; real 2816).
+SDXL_CLIP_L = {**SD15_TEXT, "hidden_size": 32, "projection_dim": 32, "intermediate_size": 64, "num_hidden_layers": 3}
+SDXL_CLIP_G = {**SD15_TEXT, "hidden_act": "gelu", "hidden_size": 48, "projection_dim": 48, "intermediate_size": 96,
+               "num_hidden_layers": 3}
+assert SDXL_CLIP_L["hidden_size"] + SDXL_CLIP_G["hidden_size"] == SDXL_UNET["context_dim"]
+assert SDXL_CLIP_G["hidden_size"] + 6 * 256 == SDXL_UNET["adm_in_channels"]
+
 
 def clip_vision_config(hidden_size, projection_dim, num_hidden_layers=2, image_size=224, patch_size=14):
     """A tiny CLIP-vision config with the real token count (257 at 224/14)."""

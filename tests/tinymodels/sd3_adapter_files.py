@@ -28,10 +28,8 @@ its attention width (2 x 64) and from H, so mixing them up fails. 64 queries and
 """
 import pathlib
 
-import torch
-
 from host_support import tiny_configs
-from tinymodels.weights import random_tensors
+from tinymodels.weights import nested_adapter, save_nested
 
 HIDDEN = 64 * tiny_configs.SD3_MMDIT["depth"]  # H: MMDiT width (= ip_hidden_states_dim = resampler output)
 BLOCKS = tiny_configs.SD3_MMDIT["num_blocks"]
@@ -84,19 +82,13 @@ def instantx_shapes():
 
 
 def adapter_state_dict(seed=0):
-    """The nested dict with seeded weights (LayerNorm / RMSNorm scales ones, latents N(0, 1/D) as initialised)."""
-    nested = {group: random_tensors(shapes, seed + i) for i, (group, shapes) in enumerate(instantx_shapes().items())}
-    gen = torch.Generator().manual_seed(seed + 7)
-    nested["image_proj"]["latents"] = torch.randn(1, QUERIES, DIM, generator=gen) / DIM ** 0.5
-    return nested
+    """The nested dict with seeded weights (norm scales ones, latents N(0, 1/D) as the resampler initialises them)."""
+    return nested_adapter(instantx_shapes(), seed, latents=(QUERIES, DIM))
 
 
 def write_instantx_sd35(path, seed=0):
     """InstantX SD3.5-Large-IP-Adapter ip-adapter.bin: torch.save of {"image_proj": ..., "ip_adapter": ...}."""
-    path = pathlib.Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    torch.save(adapter_state_dict(seed), str(path))
-    return path
+    return save_nested(adapter_state_dict(seed), path)
 
 
 def write_all(models, seed=0):

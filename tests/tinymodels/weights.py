@@ -1,4 +1,6 @@
 """Deterministic weights for tiny models (ComfyUI's layers are built uninitialised)."""
+import pathlib
+
 import torch
 
 
@@ -31,3 +33,22 @@ def random_tensors(shapes, seed=0):
         else:
             out[key] = torch.randn(shape, generator=gen) * 0.02
     return out
+
+
+def nested_adapter(shapes, seed, latents=None):
+    """{"image_proj": ..., "ip_adapter": ...} of seeded tensors (LayerNorm / RMSNorm scales ones); latents (queries,
+    width) of a resampler get N(0, 1/width) as the reference code initialises them."""
+    nested = {group: random_tensors(group_shapes, seed + i) for i, (group, group_shapes) in enumerate(shapes.items())}
+    if latents is not None:
+        queries, width = latents
+        gen = torch.Generator().manual_seed(seed + 7)
+        nested["image_proj"]["latents"] = torch.randn(1, queries, width, generator=gen) / width ** 0.5
+    return nested
+
+
+def save_nested(nested, path):
+    """torch.save of a nested adapter dict, as the .bin releases are written."""
+    path = pathlib.Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(nested, str(path))
+    return path

@@ -8,12 +8,15 @@ import torch
 from safetensors.torch import save_file
 from PIL import Image
 
-from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, ipadapter_files,
-                        sd3_adapter_files, sd3_models)
+from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, instantid_files,
+                        ipadapter_files, sd3_adapter_files, sd3_models)
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "4"
+VERSION = "6"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
+# Stability's sd_xl_base_1.0 single file: model.diffusion_model.*, conditioner.embedders.{0,1}.* (CLIP-L, OpenCLIP bigG)
+# and first_stage_model.* (a tiny TAESD here).
+CHECKPOINT_SDXL = "sd_xl_base_1.0.safetensors"
 CLIP_VISION_FILES = {
     "vit-h": "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors",
     "vit-bigg": "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
@@ -30,6 +33,10 @@ FLUX_LORA = "flux_style_lora.safetensors"
 CHECKPOINT_SD35 = "sd3.5_large_fp8_scaled.safetensors"
 SD35_IPADAPTER = sd3_adapter_files.WORLD_FILE  # in models/ipadapter/
 FLUX_CONTROLNET = "flux-canny-controlnet-tiny.safetensors"
+# InstantX/InstantID (SDXL): the face adapter in models/instantid/, the IdentityNet ControlNet in a subfolder of
+# models/controlnet/ (ComfyUI lists it as "instantid/diffusion_pytorch_model.safetensors").
+INSTANTID_ADAPTER = instantid_files.ADAPTER_FILE
+INSTANTID_CONTROLNET = instantid_files.CONTROLNET_FILE
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
 EMBEDS_FILE = "reference_embeds.safetensors"  # penultimate hidden states of the tiny ViT-H (plus adapters)
@@ -75,6 +82,7 @@ def build(root):
         shutil.rmtree(root)
     models = root / "models"
     comfy_models.write_checkpoint(models / "checkpoints" / CHECKPOINT_SD15, "sd15")
+    comfy_models.write_checkpoint(models / "checkpoints" / CHECKPOINT_SDXL, "sdxl", seed=180)
     for i, (encoder, name) in enumerate(sorted(CLIP_VISION_FILES.items())):
         comfy_models.write_clip_vision(models / "clip_vision" / name, encoder, seed=100 + i)
     ipadapter_files.write_all(models / "ipadapter")
@@ -90,6 +98,7 @@ def build(root):
     flux_models.write_flux_controlnet(models / "controlnet" / FLUX_CONTROLNET, seed=140)
     sd3_models.write_sd35_checkpoint(models / "checkpoints" / CHECKPOINT_SD35, seed=150)
     sd3_adapter_files.write_all(models, seed=160)
+    instantid_files.write_all(models, seed=170)
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)
