@@ -7,6 +7,7 @@ from . import families
 from .errors import UnknownFormatError
 
 HEAD_DIM = 64  # attention head size of every released resampler; not stored in the files
+ARCFACE_WIDTH = 512  # InsightFace's ArcFace embedding, what FaceID and InstantID projections read
 INSTANTX_KV_RMS_EPS = 1e-5  # InstantX's K/V RMSNorm (no affine, so not in the file)
 # Known encoder widths, only for messages: image_embeds size and hidden-state size.
 ENCODER_NAMES = {
@@ -26,7 +27,7 @@ CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled"}  # other CLIP 
 class AdapterSpec:
     """What an IP-Adapter file is, as far as its tensors tell."""
 
-    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp | time_resampler
+    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp | time_resampler | instantid
     arch: str  # the model family (families.FAMILIES): SD1.5 | SDXL | Flux | SD3.5
     cross_dim: int  # width of the image tokens (= the model's text context width)
     layer_widths: tuple  # query width of each adapter layer, in the family's layer order
@@ -116,8 +117,11 @@ def projection_fields(proj, name):
         _, depth, heads, ff = _perceiver(proj, "", name)
         cross = _shape(proj, "proj_out.weight", name, 2)[0]
         clip = _shape(proj, "proj_in.weight", name, 2)[1]
-        return dict(kind="resampler", cross_dim=cross, tokens=queries, clip_dim=clip, resampler_dim=dim,
-                    resampler_depth=depth, resampler_heads=heads, ff_mult=ff)
+        fields = dict(kind="resampler", cross_dim=cross, tokens=queries, clip_dim=clip, resampler_dim=dim,
+                      resampler_depth=depth, resampler_heads=heads, ff_mult=ff)
+        if clip == ARCFACE_WIDTH:  # no CLIP-vision model has 512-wide hidden states: an ArcFace embedding (InstantID)
+            fields.update(kind="instantid", clip_dim=None, id_dim=clip)
+        return fields
     if "proj.0.weight" in proj and "proj.2.weight" in proj:
         if "proj.3.weight" in proj:
             cross = _shape(proj, "proj.2.weight", name, 2)[0]

@@ -93,6 +93,13 @@ class Resampler(PerceiverStack):
         return self.run(self.latents.expand(hidden.shape[0], -1, -1), hidden)
 
 
+class IDResampler(Resampler):
+    """ArcFace embedding (B, 512) -> (B, queries, cross): InstantID's resampler, over one input token."""
+
+    def forward(self, id_embeds):
+        return super().forward(id_embeds.unsqueeze(1) if id_embeds.ndim == 2 else id_embeds)
+
+
 def timestep_embedding(timesteps, dim, max_period=10000.0):
     """Sinusoidal embedding (B,) -> (B, dim), cosines first (flip_sin_to_cos, no frequency shift), on t's device."""
     half = dim // 2
@@ -182,6 +189,9 @@ def build_projection(spec):
                          spec.resampler_heads, spec.ff_mult, spec.tokens)
     if spec.kind == "faceid":
         return FaceIDProjection(spec.id_dim, spec.cross_dim, spec.tokens)
+    if spec.kind == "instantid":
+        return IDResampler(spec.id_dim, spec.resampler_dim, spec.cross_dim, spec.resampler_depth,
+                           spec.resampler_heads, spec.ff_mult, spec.tokens)
     if spec.kind == "time_resampler":
         return TimeResampler(spec.clip_dim, spec.resampler_dim, spec.cross_dim, spec.resampler_depth,
                              spec.resampler_heads, spec.ff_mult, spec.tokens, spec.timestep_dim)

@@ -1,7 +1,8 @@
 """ComfyUI adapters of the pack: V3 nodes over ipadapter_core."""
 from comfy_api.latest import ComfyExtension
 
-from . import apply, clip_vision, composite, embeds_nodes, faceid, faces, image_nodes, loaders, presets, weights_nodes
+from . import (apply, clip_vision, composite, embeds_nodes, faceid, faces, image_nodes, instantid, loaders, presets,
+               weights_nodes)
 
 NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoader,
          apply.Encode, apply.Apply, apply.ApplyAdvanced,
@@ -10,7 +11,7 @@ NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoade
          image_nodes.PrepImage, image_nodes.NoiseImage,
          composite.StyleComposition, composite.ApplyTiled,
          composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
-         weights_nodes.BlockWeights, weights_nodes.FrameWeights]
+         weights_nodes.BlockWeights, weights_nodes.FrameWeights, *instantid.NODES]
 
 
 class IPAdapterKitExtension(ComfyExtension):

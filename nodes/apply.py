@@ -48,6 +48,9 @@ def encode_pair(adapter, image, clip_vision, image_negative=None):
     """(cond, uncond) encoder outputs for reference images and an optional negative image."""
     spec = adapter.spec
     clip_vision = resolve_clip_vision(adapter, clip_vision)
+    if spec.kind == "instantid":
+        raise InvalidInputError(f"{adapter.name} is InstantID's adapter: it takes a face's InsightFace embedding, not "
+                                "CLIP images. Use IPAdapter Kit: Apply InstantID.")
     if spec.clip_output is None:
         raise InvalidInputError(f"{adapter.name} is a FaceID adapter: it takes InsightFace embeddings, not CLIP "
                                 "images. Use the FaceID nodes.")

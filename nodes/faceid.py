@@ -44,6 +44,9 @@ EMBEDDINGS = ("normalized", "unnormalized (portrait unnorm)")
 
 
 def check_faceid(adapter):
+    if adapter.spec.kind == "instantid":
+        raise InvalidInputError(f"{adapter.name} is InstantID's adapter, not FaceID: use IPAdapter Kit: Apply "
+                                "InstantID (with IdentityNet) or InstantID Attention.")
     if adapter.spec.kind not in FACEID_KINDS:
         raise InvalidInputError(f"{adapter.name} is a {adapter.spec.kind} adapter, not FaceID: use the IPAdapter Kit "
                                 "Apply nodes with a CLIP vision model instead.")

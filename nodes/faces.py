@@ -68,6 +68,7 @@ class FaceResult:
     kept: tuple  # index in the input batch of each row
     boxes: torch.Tensor  # (R, 4) float32 x0, y0, x1, y1 in input pixels
     det_sizes: tuple = ()  # detection size each face was found at
+    kps: torch.Tensor = None  # (R, 5, 2) float32 x, y of eyes, nose, mouth corners in input pixels
 
 
 def _insightface_modules():
@@ -312,6 +313,7 @@ def analyze(analyzer, images, skip_missing=False):
         kept=tuple(i for i, _, _, _ in rows),
         boxes=torch.from_numpy(np.stack([np.asarray(f.bbox[:4], np.float32) for _, f, _, _ in rows])),
         det_sizes=tuple(s for _, _, s, _ in rows),
+        kps=torch.from_numpy(np.stack([np.asarray(f.kps, np.float32).reshape(5, 2) for _, f, _, _ in rows])),
     )
 
 

@@ -53,9 +53,9 @@ def shadowed(folder, name):
             f"loads the one in {holders[0]}. Rename the others (e.g. ip-adapter_sd35_large.bin).")
 
 
-def load_adapter(name):
-    """The cached LoadedAdapter for a file in models/ipadapter (reloaded when the file changes)."""
-    path = resolve("ipadapter", name)
+def load_adapter(name, folder="ipadapter"):
+    """The cached LoadedAdapter for a file in models/ipadapter (or another model folder; reloaded when it changes)."""
+    path = resolve(folder, name)
     stat = os.stat(path)
     key = (path, stat.st_mtime_ns, stat.st_size)
     with _lock:

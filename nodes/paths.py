@@ -3,14 +3,15 @@ import os
 
 import folder_paths
 
-MODEL_FOLDERS = ("ipadapter", "insightface")
+MODEL_FOLDERS = ("ipadapter", "insightface", "instantid")  # instantid: where ComfyUI_InstantID keeps its adapter
+WEIGHT_FOLDERS = ("ipadapter", "instantid")  # folders that list weight files
 # Where the Flux and SD3.5 IP-Adapter packs taught users to keep their files (ComfyUI-IPAdapter-Flux,
 # x-flux-comfyui, and models/ipadapter-sd3): searched as part of the ipadapter folder, after models/ipadapter.
 LEGACY_IPADAPTER_FOLDERS = ("ipadapter-flux", os.path.join("xlabs", "ipadapters"), "ipadapter-sd3")
 
 
 def register_model_folders():
-    """Add the default folders after any user-configured ones; ipadapter lists weight files only."""
+    """Add the default folders after any user-configured ones; the weight folders list weight files only."""
     for name in MODEL_FOLDERS:
         defaults = [os.path.join(folder_paths.models_dir, name)]
         if name == "ipadapter":
@@ -19,6 +20,6 @@ def register_model_folders():
         for default in defaults:
             if default not in paths:
                 paths.append(default)
-        if name == "ipadapter":
+        if name in WEIGHT_FOLDERS:
             extensions = set(extensions) | set(folder_paths.supported_pt_extensions)
         folder_paths.folder_names_and_paths[name] = (paths, extensions)

@@ -29,9 +29,11 @@ def test_entrypoint_returns_extension_with_nodes(restore_folders):
 def test_default_folders_registered(restore_folders):
     folder_paths.folder_names_and_paths.pop("ipadapter", None)
     folder_paths.folder_names_and_paths.pop("insightface", None)
+    folder_paths.folder_names_and_paths.pop("instantid", None)
     paths.register_model_folders()
     models = folder_paths.models_dir
     assert folder_paths.get_folder_paths("insightface") == [os.path.join(models, "insightface")]
+    assert folder_paths.get_folder_paths("instantid") == [os.path.join(models, "instantid")]  # ComfyUI_InstantID's
     assert folder_paths.get_folder_paths("ipadapter") == [  # the Flux and SD3.5 packs' folders are searched too
         os.path.join(models, "ipadapter"), os.path.join(models, "ipadapter-flux"),
         os.path.join(models, "xlabs", "ipadapters"), os.path.join(models, "ipadapter-sd3")]
