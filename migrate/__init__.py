@@ -1,5 +1,6 @@
-"""Converter for ComfyUI_IPAdapter_plus, Flux IP-Adapter (x-flux-comfyui, ComfyUI-IPAdapter-Flux) and SD3.5
-IP-Adapter (ComfyUI-InstantX-IPAdapter-SD3) workflows (UI or API format) to IPAdapter Kit nodes.
+"""Converter for ComfyUI_IPAdapter_plus, Flux IP-Adapter (x-flux-comfyui, ComfyUI-IPAdapter-Flux), SD3.5
+IP-Adapter (ComfyUI-InstantX-IPAdapter-SD3) and InstantID (ComfyUI_InstantID) workflows (UI or API format) to
+IPAdapter Kit nodes.
 
 Standard library only: it runs without ComfyUI, as `python -m migrate in.json out.json` from the pack folder
 (or `python path/to/pack/migrate in.json out.json`). ComfyUI never imports it.

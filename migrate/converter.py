@@ -1,10 +1,10 @@
 """The converter: plans each source node's replacement from mapping.RULES, then rewrites the graph.
 
 Source nodes are those of ComfyUI_IPAdapter_plus, of the Flux IP-Adapter packs (x-flux-comfyui,
-ComfyUI-IPAdapter-Flux) and of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3). Both formats go through the same
-plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API prompts ({id: {class_type,
-inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds (the Flux and SD3
-loaders' CLIP vision loader) get new ids.
+ComfyUI-IPAdapter-Flux), of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3) and of ComfyUI_InstantID. Both formats go
+through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API prompts
+({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds (the
+Flux and SD3 loaders' CLIP vision loader) get new ids.
 """
 import copy
 import json
@@ -616,9 +616,31 @@ class UIGraph:
                            "version? Rebuild it by hand")
             else:
                 widgets = dict(zip(layout, values))
+            problem = problem or mapping.retired_layout(kind, [inp.get("name") for inp in node.get("inputs") or []])
         view = NodeView(self, node["id"], kind, widgets, linked, problem)
-        view.touches = {mapping.SOURCE_TYPES[t] for t in types if t in mapping.SOURCE_TYPES}
+        view.touches = {mapping.SOURCE_TYPES[t] for t in types
+                        if t in mapping.SOURCE_TYPES and t not in mapping.SHARED_SOURCE_TYPES}
+        view.touches |= self._shared_touches(node)
         return view
+
+    def _shared_touches(self, node):
+        """The source packs whose nodes this node is linked with through a type other packs use too."""
+        kinds = set()
+        for inp in node.get("inputs") or []:  # fed by one of their nodes
+            link = self.links.get(inp.get("link"))
+            if link is not None:
+                origin, slot = self.follow(link[1], link[2])
+                outputs = SOURCES[self.type_of(origin)]["outputs"] if self.type_of(origin) in SOURCES else []
+                kinds.add(outputs[slot][1] if isinstance(slot, int) and 0 <= slot < len(outputs) else None)
+        for out in node.get("outputs") or []:  # feeding one of their nodes
+            for link in (self.links.get(lid) for lid in out.get("links") or []):
+                target = self.nodes.get(link[3]) if link else None
+                if target is not None and target["type"] in SOURCES:
+                    inputs = target.get("inputs") or []
+                    slot = link[4]
+                    name = inputs[slot].get("name") if isinstance(slot, int) and 0 <= slot < len(inputs) else None
+                    kinds.add(SOURCES[target["type"]]["sockets"].get(name))
+        return {mapping.SOURCE_TYPES[kind] for kind in kinds if kind in mapping.SHARED_SOURCE_TYPES}
 
 
 def convert_ui_graph(graph, report, ids, label=""):
@@ -849,6 +871,7 @@ class APIGraph:
             if unknown:
                 problem = (f"inputs {', '.join(unknown)} are not inputs of {PACK_OF[kind]}'s current node; saved "
                            "by another version? Rebuild it by hand")
+            problem = problem or mapping.retired_layout(kind, inputs)
         view = NodeView(self, node_id, kind, widgets, linked, problem)
         view.touches = self._touches(linked)
         return view
@@ -944,7 +967,8 @@ def convert(workflow):
     mapped = sum(1 for line in report.lines if line.startswith("mapped:"))
     unmapped, lossy = report.counts[UNMAPPED], report.counts[LOSSY]
     if not mapped and not unmapped:
-        report.lines.append("note: no IPAdapter_plus, Flux or SD3.5 IP-Adapter node found; nothing to convert")
+        report.lines.append("note: no IPAdapter_plus, Flux IP-Adapter, SD3.5 IP-Adapter or InstantID node found; "
+                            "nothing to convert")
     else:
         report.lines.append(f"summary: {mapped} node(s) converted, {unmapped} left as they are, "
                             f"{lossy} lossy change(s)")

@@ -1,8 +1,9 @@
 """The data of the converter: other packs' node layouts, this pack's node layouts, and the rules between them.
 
 SOURCES describes the nodes of ComfyUI_IPAdapter_plus (v2), of the two Flux IP-Adapter packs (XLabs-AI's
-x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter) and of Slickytail's
-ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter) as their INPUT_TYPES declare them: socket inputs,
+x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter), of Slickytail's
+ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter) and of cubiq's ComfyUI_InstantID (InstantID: face
+IP-Adapter plus IdentityNet ControlNet) as their INPUT_TYPES declare them: socket inputs,
 widgets in widgets_values order (and the layouts of earlier releases), outputs by slot. TARGETS describes the nodes
 the converter writes (this pack's, plus core nodes it adds) as /object_info reports them (a test compares them with
 the live server, so they cannot drift). RULES says, per source node type, which node of this pack replaces it and
@@ -15,15 +16,22 @@ from dataclasses import dataclass, field
 # Socket types. Theirs -> ours: the objects differ, so the type names do too.
 IPADAPTER, EMBEDS = "IPADAPTER_KIT", "IPADAPTER_KIT_EMBEDS"
 PARAMS, INSIGHTFACE = "IPADAPTER_KIT_PARAMS", "INSIGHTFACE_KIT"
+FACE_TOKENS = "IPAKIT_FACE_TOKENS"
 PLUS, XLABS, INSTANTX = "IPAdapter_plus", "x-flux-comfyui", "ComfyUI-IPAdapter-Flux"
-SD3 = "ComfyUI-InstantX-IPAdapter-SD3"
+SD3, INSTANTID = "ComfyUI-InstantX-IPAdapter-SD3", "ComfyUI_InstantID"
 SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE,
                 "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER,
-                "IP_ADAPTER_SD3_INSTANTX": IPADAPTER}
+                "IP_ADAPTER_SD3_INSTANTX": IPADAPTER, "INSTANTID": IPADAPTER, "FACEANALYSIS": INSIGHTFACE,
+                "FACE_EMBEDS": FACE_TOKENS}
 # Types only the source packs' objects travel on (-> the pack): a node we do not know that touches one is reported.
 SOURCE_TYPES = {**{kind: PLUS for kind in ("IPADAPTER", "EMBEDS", "IPADAPTER_PARAMS", "INSIGHTFACE",
                                            "WEIGHTS_STRATEGY")},
-                "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX, "IP_ADAPTER_SD3_INSTANTX": SD3}
+                "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX, "IP_ADAPTER_SD3_INSTANTX": SD3,
+                **dict.fromkeys(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS"), INSTANTID)}
+# Of those, the ones other packs use too (PuLID, InfiniteYou and others load a FACEANALYSIS; forks of
+# ComfyUI_InstantID keep its type names): a node we do not know counts as touching one only through a link to or
+# from a node of the source pack, not by having a socket of that type.
+SHARED_SOURCE_TYPES = frozenset(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS"))
 FLUX_DOUBLE_BLOCKS = 19  # Flux dev / schnell; block_weights names them d0..d18
 SD35_SHIFT = 3.0  # the flow shift of SD3.5 Large (ComfyUI's SD3 model config) when no ModelSamplingSD3 sets one
 
@@ -44,6 +52,8 @@ INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "area", "lanczos (antialiase
 CROP_POSITIONS = ("center", "top", "bottom", "left", "right", "pad")
 NOISE_TYPES = ("fade", "dissolve", "gaussian", "shuffle")
 TILE_MODES = ("tiles with masks", "enhance whole image")
+INSTANTID_COMBINE = ("average", "norm average", "concat")
+INSTANTID_PACK = "antelopev2"  # the InsightFace pack ComfyUI_InstantID always loads (InstantID was trained on it)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -193,14 +203,63 @@ TARGETS = {
         [("MODEL", "MODEL")]),
 }
 
+# InstantID (the nodes are newer than the converter's other targets: tests/test_migrate.py skips the live check of
+# one the server does not register yet).
+_INSTANTID_SOCKETS = [sock("model", "MODEL"), sock("positive", "CONDITIONING"), sock("negative", "CONDITIONING"),
+                      sock("instantid", IPADAPTER), sock("insightface", INSIGHTFACE),
+                      sock("control_net", "CONTROL_NET"), sock("image", "IMAGE")]
+_INSTANTID_OPTIONAL = [sock("image_kps", "IMAGE", True), sock("attn_mask", "MASK", True)]
+_INSTANTID_OUTPUTS = [("MODEL", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING"),
+                      ("keypoints", "IMAGE")]
+INSTANTID_TARGETS = {
+    "IPAKitInstantIDLoader": node("IPAdapter Kit: Load InstantID", [combo("instantid_file", (), dynamic=True)],
+                                  [("INSTANTID", IPADAPTER)]),
+    "IPAKitFaceKeypoints": node("IPAdapter Kit: Face Keypoints",
+                                [sock("insightface", INSIGHTFACE), sock("image", "IMAGE")], [("keypoints", "IMAGE")]),
+    "IPAKitApplyInstantID": node(
+        "IPAdapter Kit: Apply InstantID",
+        [*_INSTANTID_SOCKETS, num("weight", "FLOAT", 0.8, 0.0, 5.0), *schedule(), *_INSTANTID_OPTIONAL],
+        _INSTANTID_OUTPUTS),
+    "IPAKitApplyInstantIDAdvanced": node(
+        "IPAdapter Kit: Apply InstantID (advanced)",
+        [*_INSTANTID_SOCKETS, num("ip_weight", "FLOAT", 0.8, 0.0, 3.0), num("cn_strength", "FLOAT", 0.8, 0.0, 10.0),
+         *schedule(), num("noise", "FLOAT", 0.0, 0.0, 1.0), combo("combine_embeds", INSTANTID_COMBINE),
+         *_INSTANTID_OPTIONAL],
+        _INSTANTID_OUTPUTS),
+    "IPAKitInstantIDAttention": node(
+        "IPAdapter Kit: InstantID Attention",
+        [sock("model", "MODEL"), sock("instantid", IPADAPTER), sock("insightface", INSIGHTFACE),
+         sock("image", "IMAGE"), num("weight", "FLOAT", 1.0, -1.0, 3.0), *schedule(),
+         num("noise", "FLOAT", 0.0, 0.0, 1.0), combo("combine_embeds", INSTANTID_COMBINE),
+         sock("attn_mask", "MASK", True)],
+        [("MODEL", "MODEL"), ("face_tokens", FACE_TOKENS)]),
+    "IPAKitInstantIDControlNet": node(
+        "IPAdapter Kit: InstantID ControlNet",
+        [sock("face_tokens", FACE_TOKENS), sock("control_net", "CONTROL_NET"), sock("image_kps", "IMAGE"),
+         sock("positive", "CONDITIONING"), sock("negative", "CONDITIONING"),
+         num("strength", "FLOAT", 1.0, 0.0, 10.0), *schedule(), sock("attn_mask", "MASK", True)],
+        [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+}
+TARGETS.update(INSTANTID_TARGETS)
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # IPAdapter_plus v2 nodes (what the converter reads): sockets and widgets in the order of their INPUT_TYPES.
-def theirs(title, sockets, widgets, outputs, older=()):
+def theirs(title, sockets, widgets, outputs, older=(), retired=None):
     """sockets: [(name, type)]; widgets: names in widgets_values order; outputs: [(name, type)] by slot;
-    older: the widget layouts of earlier releases (told apart by their number of values)."""
+    older: the widget layouts of earlier releases (told apart by their number of values);
+    retired: (input names only earlier releases had, why such a node is left as it is)."""
     return {"title": title, "sockets": dict(sockets), "widgets": tuple(widgets), "outputs": [tuple(o) for o in outputs],
-            "older": tuple(tuple(layout) for layout in older)}
+            "older": tuple(tuple(layout) for layout in older), "retired": retired}
+
+
+def retired_layout(kind, input_names):
+    """Why a node of type kind saved with these input names cannot be converted (an earlier release's sockets),
+    or None."""
+    retired = SOURCES[kind].get("retired") if kind in SOURCES else None
+    if retired and set(retired[0]) & set(input_names):
+        return retired[1]
+    return None
 
 
 def widget_layouts(kind):
@@ -354,10 +413,50 @@ SD3_SOURCES = {
                                     ["weight", "start_percent", "end_percent"], _MODEL),
     },
 }
+# cubiq's ComfyUI_InstantID (InstantID.py). Its first releases (10-20 February 2024) had an ApplyInstantID that took
+# image_features and attn_mask and left the IdentityNet to a core Apply ControlNet node; its Apply InstantID
+# Advanced gained noise (27 February 2024), then combine_embeds (29 March 2024).
+_INSTANTID_APPLY = [("instantid", "INSTANTID"), ("insightface", "FACEANALYSIS"), ("control_net", "CONTROL_NET"),
+                    ("image", "IMAGE"), ("model", "MODEL"), ("positive", "CONDITIONING"),
+                    ("negative", "CONDITIONING"), ("image_kps", "IMAGE"), ("mask", "MASK")]
+_INSTANTID_OUT = [("MODEL", "MODEL"), ("positive", "CONDITIONING"), ("negative", "CONDITIONING")]
+_INSTANTID_SCHEDULE = ["start_at", "end_at"]
+INSTANTID_FIRST_RELEASE = (
+    "saved by ComfyUI_InstantID's first releases (February 2024: an image_features input, the InstantID ControlNet "
+    "applied by a separate Apply ControlNet node); rebuild it with IPAdapter Kit: Apply InstantID, which applies "
+    "the InstantID ControlNet itself (connect the ControlNet loader to it and, for a pose, the pose picture to "
+    "image_kps), then remove that Apply ControlNet node")
+INSTANTID_SOURCES = {
+    INSTANTID: {
+        "InstantIDModelLoader": theirs("Load InstantID Model", [], ["instantid_file"], [("INSTANTID", "INSTANTID")]),
+        "InstantIDFaceAnalysis": theirs("InstantID Face Analysis", [], ["provider"],
+                                        [("FACEANALYSIS", "FACEANALYSIS")]),
+        "FaceKeypointsPreprocessor": theirs("Face Keypoints Preprocessor",
+                                            [("faceanalysis", "FACEANALYSIS"), ("image", "IMAGE")], [],
+                                            [("IMAGE", "IMAGE")]),
+        "ApplyInstantID": theirs("Apply InstantID", _INSTANTID_APPLY, ["weight", *_INSTANTID_SCHEDULE],
+                                 _INSTANTID_OUT, retired=(("image_features", "attn_mask"), INSTANTID_FIRST_RELEASE)),
+        "ApplyInstantIDAdvanced": theirs(
+            "Apply InstantID Advanced", _INSTANTID_APPLY,
+            ["ip_weight", "cn_strength", *_INSTANTID_SCHEDULE, "noise", "combine_embeds"], _INSTANTID_OUT,
+            older=[["ip_weight", "cn_strength", *_INSTANTID_SCHEDULE, "noise"],
+                   ["ip_weight", "cn_strength", *_INSTANTID_SCHEDULE]]),
+        "InstantIDAttentionPatch": theirs(
+            "InstantID Patch Attention",
+            [("instantid", "INSTANTID"), ("insightface", "FACEANALYSIS"), ("image", "IMAGE"), ("model", "MODEL"),
+             ("mask", "MASK")],
+            ["weight", *_INSTANTID_SCHEDULE, "noise"], [("MODEL", "MODEL"), ("FACE_EMBEDS", "FACE_EMBEDS")]),
+        "ApplyInstantIDControlNet": theirs(
+            "InstantID Apply ControlNet",
+            [("face_embeds", "FACE_EMBEDS"), ("control_net", "CONTROL_NET"), ("image_kps", "IMAGE"),
+             ("positive", "CONDITIONING"), ("negative", "CONDITIONING"), ("mask", "MASK")],
+            ["strength", *_INSTANTID_SCHEDULE], [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
+    },
+}
 # Core nodes whose widgets the converter reads (widgets_values order).
 CORE_WIDGETS = {"CLIPVisionEncode": ("crop",), "ModelSamplingSD3": ("shift",)}
 PACK_OF = dict.fromkeys(SOURCES, PLUS)  # source node type -> its pack (for the report)
-for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES}.items():
+for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES, **INSTANTID_SOURCES}.items():
     SOURCES.update(_nodes)
     PACK_OF.update(dict.fromkeys(_nodes, _pack))
 
@@ -689,4 +788,23 @@ RULES.update({
                                adds={"clip_vision": Extra("CLIPVisionLoader", {"clip_name": "clip_vision"},
                                                           {"clip_name": repo_id_file}, what=ENCODER)}),
     "ApplyIPAdapterSD3": Rule("IPAKitApply", hooks=("sd3_reference", "sd3_schedule")),
+})
+
+# cubiq's ComfyUI_InstantID. Its adapter files stay in models/instantid, its InsightFace pack in
+# models/insightface/models/antelopev2; the IdentityNet ControlNet stays a core ControlNet loader's file.
+INSTANTID_MASK = {"mask": "attn_mask"}
+RULES.update({
+    "InstantIDModelLoader": Rule("IPAKitInstantIDLoader"),
+    "InstantIDFaceAnalysis": Rule("IPAKitInsightFaceLoader", values={"provider": provider},
+                                  fixed={"pack": INSTANTID_PACK}),
+    "FaceKeypointsPreprocessor": Rule("IPAKitFaceKeypoints", rename={"faceanalysis": "insightface"}),
+    # Their basic node is their advanced one with ip_weight = cn_strength = weight, noise 0.35 and 'average'; so is
+    # the basic node here (tests/test_migrate.py holds it to that).
+    "ApplyInstantID": Rule("IPAKitApplyInstantID", rename=INSTANTID_MASK),
+    "ApplyInstantIDAdvanced": Rule("IPAKitApplyInstantIDAdvanced", rename=INSTANTID_MASK),
+    # Their attention patch always averages several references.
+    "InstantIDAttentionPatch": Rule("IPAKitInstantIDAttention", rename=INSTANTID_MASK,
+                                    fixed={"combine_embeds": "average"}),
+    "ApplyInstantIDControlNet": Rule("IPAKitInstantIDControlNet",
+                                     rename={"face_embeds": "face_tokens", **INSTANTID_MASK}),
 })
