@@ -41,6 +41,14 @@ MODEL_URLS = {
     "sd3.5_large_fp8_scaled.safetensors":
         ("checkpoints", f"{HF}/Comfy-Org/stable-diffusion-3.5-fp8/resolve/main/sd3.5_large_fp8_scaled.safetensors"),
     "ip-adapter_sd35_large.bin": ("ipadapter", f"{HF}/InstantX/SD3.5-Large-IP-Adapter/resolve/main/ip-adapter.bin"),
+    "sd_xl_base_1.0.safetensors":
+        ("checkpoints", f"{HF}/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"),
+    "instantid/diffusion_pytorch_model.safetensors":
+        ("controlnet", f"{HF}/InstantX/InstantID/resolve/main/ControlNetModel/diffusion_pytorch_model.safetensors"),
+}
+# Files whose names other releases share: (node type, file name) -> (folder, url), looked up first.
+MODEL_URLS_BY_NODE = {
+    ("IPAKitInstantIDLoader", "ip-adapter.bin"): ("instantid", f"{HF}/InstantX/InstantID/resolve/main/ip-adapter.bin"),
 }
 PRESET_FILES = {"STANDARD (medium strength)": ["ip-adapter_sd15.safetensors"],
                 "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"],
@@ -57,7 +65,10 @@ def _default(kind, opts):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(kind)
 
 
-def _models(widgets):
+def _models(widgets, ntype=None):
+    own = [(n, MODEL_URLS_BY_NODE[ntype, n]) for n in widgets.values() if (ntype, n) in MODEL_URLS_BY_NODE]
+    if own:
+        return [{"name": n, "url": url, "directory": folder} for n, (folder, url) in own]
     names = [v for v in widgets.values() if isinstance(v, str)]
     names += [f for v in widgets.values() if isinstance(v, str) for f in PRESET_FILES.get(v, [])]
     if "preset" in widgets:
@@ -98,7 +109,7 @@ def build(spec, object_info):
                 "properties": {"Node name for S&R": ntype}, "widgets_values": values}
         if spec.get("titles", {}).get(key):
             node["title"] = spec["titles"][key]
-        models = _models(widgets)
+        models = _models(widgets, ntype)
         if models:
             node["properties"]["models"] = models
         nodes.append(node)

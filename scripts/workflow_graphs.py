@@ -258,3 +258,36 @@ WORKFLOWS["sd35_ipadapter"] = {
                                  {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
                                   "clip_vision": ("clip_vision", 0)})),
 }
+
+SDXL_CKPT = "sd_xl_base_1.0.safetensors"
+
+WORKFLOWS["instantid_basic"] = {
+    "description": "InstantID on SDXL: the reference face's identity (antelopev2 ArcFace embedding -> identity tokens) "
+                   "and IdentityNet following the pose image's face keypoints. Needs InstantID's ip-adapter.bin in "
+                   "models/instantid, its ControlNetModel in models/controlnet/instantid/ and the antelopev2 pack in "
+                   "models/insightface/models/antelopev2/.",
+    "nodes": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": SDXL_CKPT}, {}),
+        "instantid": ("IPAKitInstantIDLoader", {"instantid_file": "ip-adapter.bin"}, {}),
+        "insightface": ("IPAKitInsightFaceLoader", {"pack": "antelopev2", "provider": "CPU", "det_size": 640}, {}),
+        "identitynet": ("ControlNetLoader", {"control_net_name": "instantid/diffusion_pytorch_model.safetensors"},
+                        {}),
+        "face": ("LoadImage", {"image": "face_a.png"}, {}),
+        "pose": ("LoadImage", {"image": "face_b.png"}, {}),
+        "pos": ("CLIPTextEncode", {"text": "portrait of a woman in a sunlit library, film photo"},
+                {"clip": ("ckpt", 1)}),
+        "neg": ("CLIPTextEncode", {"text": "blurry, lowres, watermark, deformed"}, {"clip": ("ckpt", 1)}),
+        "apply": ("IPAKitApplyInstantID", {"weight": 0.8, "start_at": 0.0, "end_at": 1.0},
+                  {"model": ("ckpt", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                   "instantid": ("instantid", 0), "insightface": ("insightface", 0),
+                   "control_net": ("identitynet", 0), "image": ("face", 0), "image_kps": ("pose", 0)}),
+        "keypoints": ("PreviewImage", {}, {"images": ("apply", 3)}),
+        "latent": ("EmptyLatentImage", {"width": 1016, "height": 1016, "batch_size": 1}, {}),
+        "sampler": ("KSampler", {"seed": 42, "steps": 30, "cfg": 4.5, "sampler_name": "dpmpp_2m",
+                                 "scheduler": "karras", "denoise": 1.0},
+                    {"model": ("apply", 0), "positive": ("apply", 1), "negative": ("apply", 2),
+                     "latent_image": ("latent", 0)}),
+        "decode": ("VAEDecode", {}, {"samples": ("sampler", 0), "vae": ("ckpt", 2)}),
+        "save": ("SaveImage", {"filename_prefix": "instantid_basic"}, {"images": ("decode", 0)}),
+    },
+}
