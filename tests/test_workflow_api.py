@@ -3,7 +3,7 @@ import copy
 
 import pytest
 
-from tinymodels.world import CHECKPOINT_FLUX, CHECKPOINT_SD15, CHECKPOINT_SD35
+from tinymodels.world import CHECKPOINT_FLUX, CHECKPOINT_SD15, CHECKPOINT_SD35, CHECKPOINT_SDXL
 from workflow_api import WorkflowError, set_widget, to_api, validate_widgets
 
 
@@ -60,7 +60,7 @@ def test_ui_workflow_runs_on_server(comfy_server):
     workflow = ui_txt2img()
     assert validate_widgets(workflow, info) == [
         "node 1 (CheckpointLoaderSimple) ckpt_name: 'some-other-model.safetensors' is not one of "
-        f"{sorted([CHECKPOINT_FLUX, CHECKPOINT_SD15, CHECKPOINT_SD35])}"]
+        f"{sorted([CHECKPOINT_FLUX, CHECKPOINT_SD15, CHECKPOINT_SD35, CHECKPOINT_SDXL])}"]
     assert set_widget(workflow, "CheckpointLoaderSimple", "ckpt_name", CHECKPOINT_SD15, info) == 1
     assert validate_widgets(workflow, info) == []
 
