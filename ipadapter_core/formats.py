@@ -20,14 +20,14 @@ ENCODER_NAMES = {
     ("pooled", 1152): "SigLIP so400m-patch14-384 (pooled output)",
     ("hidden", 1152): "SigLIP so400m-patch14-384",
 }
-CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled"}  # other CLIP kinds read penultimate hidden states
+CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled", "pulid": "eva_features"}  # other CLIP kinds read penultimate hidden states
 
 
 @dataclass(frozen=True)
 class AdapterSpec:
     """What an IP-Adapter file is, as far as its tensors tell."""
 
-    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp | time_resampler | instantid
+    kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp | time_resampler | instantid | pulid
     arch: str  # the model family (families.FAMILIES): SD1.5 | SDXL | Flux | SD3.5
     cross_dim: int  # width of the image tokens (= the model's text context width)
     layer_widths: tuple  # query width of each adapter layer, in the family's layer order
@@ -45,6 +45,7 @@ class AdapterSpec:
     kv_rms_eps: Optional[float] = None  # image K/V RMS-normalised per head (InstantX Flux)
     injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output | joint
     head_dim: Optional[int] = None  # the joint processors' head width (their QK-norm size)
+    hidden_widths: tuple = ()  # PuLID's ID encoder: body hidden widths, then its mappings' hidden widths
 
     @property
     def num_layers(self):
@@ -68,6 +69,8 @@ class AdapterSpec:
             return "none (InsightFace only)"
         if self.kind == "time_resampler":  # InstantX SD3.5: the only release of this kind reads SigLIP
             return "SigLIP so400m-patch14-384"
+        if self.kind == "pulid":
+            return "EVA02-CLIP-L-14-336 with antelopev2 (ArcFace)"
         output = self.clip_output
         key = ("hidden" if output == "penultimate_hidden_states" else output, self.clip_dim)
         return ENCODER_NAMES.get(key, f"a CLIP-vision encoder with {self.clip_output} of width {self.clip_dim}")
@@ -100,6 +103,25 @@ def _perceiver(proj, prefix, name):
     return dim, depth, inner // HEAD_DIM, ff // dim
 
 
+def _pulid_fields(proj, name):
+    """PuLID SDXL's IDEncoder: body (ArcFace + EVA feature -> ID tokens) and one mapping pair per EVA hidden state."""
+    h1, width = _shape(proj, "body.0.weight", name, 2)
+    h2 = _shape(proj, "body.3.weight", name, 2)[0]
+    rows = _shape(proj, "body.6.weight", name, 2)[0]
+    m1, vision = _shape(proj, "mapping_0.0.weight", name, 2)
+    m2 = _shape(proj, "mapping_0.3.weight", name, 2)[0]
+    cross = _shape(proj, "mapping_0.6.weight", name, 2)[0]
+    layers = len({k.split(".")[0] for k in proj if k.startswith("mapping_") and not k.startswith("mapping_patch_")})
+    patches = len({k.split(".")[0] for k in proj if k.startswith("mapping_patch_")})
+    if rows % cross or layers != patches or width <= ARCFACE_WIDTH:
+        raise UnknownFormatError(f"{name}: PuLID ID encoder with body output {rows} for token width {cross}, {layers} "
+                                 f"mapping and {patches} mapping_patch stacks, input {width}; expected whole tokens, "
+                                 f"one mapping_patch per mapping and an input of {ARCFACE_WIDTH} (ArcFace) plus the "
+                                 "EVA-CLIP feature.")
+    return dict(kind="pulid", cross_dim=cross, tokens=rows // cross + layers, clip_dim=vision, id_dim=width,
+                hidden_widths=(h1, h2, m1, m2), resampler_depth=layers)
+
+
 def projection_fields(proj, name):
     """Kind and projection fields (AdapterSpec keyword arguments) from the image_proj keys."""
     if "latents" in proj and "time_embedding.linear_1.weight" in proj:
@@ -122,6 +144,8 @@ def projection_fields(proj, name):
         if clip == ARCFACE_WIDTH:  # no CLIP-vision model has 512-wide hidden states: an ArcFace embedding (InstantID)
             fields.update(kind="instantid", clip_dim=None, id_dim=clip)
         return fields
+    if "body.0.weight" in proj and "mapping_0.0.weight" in proj:
+        return _pulid_fields(proj, name)
     if "proj.0.weight" in proj and "proj.2.weight" in proj:
         if "proj.3.weight" in proj:
             cross = _shape(proj, "proj.2.weight", name, 2)[0]

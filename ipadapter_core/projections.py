@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from .pulid import IDEncoder
+
 
 class LinearProjection(nn.Module):
     """image_embeds (B, C) -> (B, tokens, cross): the base SD1.5/SDXL adapters."""
@@ -189,6 +191,10 @@ def build_projection(spec):
                          spec.resampler_heads, spec.ff_mult, spec.tokens)
     if spec.kind == "faceid":
         return FaceIDProjection(spec.id_dim, spec.cross_dim, spec.tokens)
+    if spec.kind == "pulid":
+        h1, h2, m1, m2 = spec.hidden_widths
+        return IDEncoder(spec.id_dim, (h1, h2), spec.cross_dim, spec.clip_dim, (m1, m2),
+                         spec.tokens - spec.resampler_depth, spec.resampler_depth)
     if spec.kind == "instantid":
         return IDResampler(spec.id_dim, spec.resampler_dim, spec.cross_dim, spec.resampler_depth,
                            spec.resampler_heads, spec.ff_mult, spec.tokens)

@@ -47,13 +47,16 @@ def masked(image, mask):
 def encode_pair(adapter, image, clip_vision, image_negative=None):
     """(cond, uncond) encoder outputs for reference images and an optional negative image."""
     spec = adapter.spec
-    clip_vision = resolve_clip_vision(adapter, clip_vision)
+    if spec.kind == "pulid":
+        raise InvalidInputError(f"{adapter.name} is PuLID's adapter: it reads a face's ArcFace embedding and EVA-CLIP "
+                                "features, not CLIP images, and this version has no PuLID apply node yet.")
     if spec.kind == "instantid":
         raise InvalidInputError(f"{adapter.name} is InstantID's adapter: it takes a face's InsightFace embedding, not "
                                 "CLIP images. Use IPAdapter Kit: Apply InstantID.")
     if spec.clip_output is None:
         raise InvalidInputError(f"{adapter.name} is a FaceID adapter: it takes InsightFace embeddings, not CLIP "
                                 "images. Use the FaceID nodes.")
+    clip_vision = resolve_clip_vision(adapter, clip_vision)
     cond = clip_encode.encode(clip_vision, image, spec.clip_output, "image")
     check_encoder(spec, cond, adapter.name)
     if image_negative is not None:

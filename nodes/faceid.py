@@ -47,6 +47,9 @@ def check_faceid(adapter):
     if adapter.spec.kind == "instantid":
         raise InvalidInputError(f"{adapter.name} is InstantID's adapter, not FaceID: use IPAdapter Kit: Apply "
                                 "InstantID (with IdentityNet) or InstantID Attention.")
+    if adapter.spec.kind == "pulid":
+        raise InvalidInputError(f"{adapter.name} is PuLID's adapter, not FaceID: it also needs EVA-CLIP features, and "
+                                "this version has no PuLID apply node yet.")
     if adapter.spec.kind not in FACEID_KINDS:
         raise InvalidInputError(f"{adapter.name} is a {adapter.spec.kind} adapter, not FaceID: use the IPAdapter Kit "
                                 "Apply nodes with a CLIP vision model instead.")

@@ -9,10 +9,10 @@ from safetensors.torch import save_file
 from PIL import Image
 
 from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, instantid_files,
-                        ipadapter_files, sd3_adapter_files, sd3_models)
+                        ipadapter_files, pulid_files, sd3_adapter_files, sd3_models)
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "6"
+VERSION = "7"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 # Stability's sd_xl_base_1.0 single file: model.diffusion_model.*, conditioner.embedders.{0,1}.* (CLIP-L, OpenCLIP bigG)
 # and first_stage_model.* (a tiny TAESD here).
@@ -37,6 +37,10 @@ FLUX_CONTROLNET = "flux-canny-controlnet-tiny.safetensors"
 # models/controlnet/ (ComfyUI lists it as "instantid/diffusion_pytorch_model.safetensors").
 INSTANTID_ADAPTER = instantid_files.ADAPTER_FILE
 INSTANTID_CONTROLNET = instantid_files.CONTROLNET_FILE
+# PuLID in models/pulid/ (cubiq's PuLID_ComfyUI and balazik's PuLID-Flux folder): huchenlei's SDXL v1 conversion
+# (float16) and PuLID-Flux v0.9.1 (bfloat16), flat keys.
+PULID_SDXL = pulid_files.SDXL_FILE
+PULID_FLUX = pulid_files.FLUX_FILE
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
 EMBEDS_FILE = "reference_embeds.safetensors"  # penultimate hidden states of the tiny ViT-H (plus adapters)
@@ -99,6 +103,7 @@ def build(root):
     sd3_models.write_sd35_checkpoint(models / "checkpoints" / CHECKPOINT_SD35, seed=150)
     sd3_adapter_files.write_all(models, seed=160)
     instantid_files.write_all(models, seed=170)
+    pulid_files.write_all(models, seed=190)
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)
