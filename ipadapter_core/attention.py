@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
+from .pulid import PROJECTIONS, identity_mass, joined_term
 
 EMBEDS_SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
 C_PENALTY_WIDTH = 1280.0  # the "C penalty" modes scale by layer width / 1280 (IPAdapter_plus's convention)
@@ -40,8 +41,14 @@ class ImagePrompt:
     unfold_batch: bool = False  # reference r conditions latent r (mod R) instead of every latent
     frame_weights: Optional[tuple] = None  # multiplier per latent of the batch (animations), cycled
     joined: bool = False  # cond holds encoder outputs whose per-step tokens join into one reference (concat, SD3.5)
+    projection: str = "none"  # PuLID: how the term joins the text attention output (pulid.PROJECTIONS)
 
     def __post_init__(self):
+        if self.projection not in PROJECTIONS:
+            raise InvalidInputError(f"projection {self.projection!r} is not one of {PROJECTIONS}.")
+        if self.projection != "none" and (self.embeds_scaling != "V only" or self.unfold_batch):
+            raise InvalidInputError("PuLID's projections take one identity for every latent with the weight on V "
+                                    "(embeds_scaling 'V only', no unfold_batch).")
         if self.embeds_scaling not in EMBEDS_SCALING:
             raise InvalidInputError(f"embeds_scaling {self.embeds_scaling!r} is not one of {EMBEDS_SCALING}.")
         if self.cond.shape != self.uncond.shape or self.cond.ndim != 3:
@@ -198,6 +205,8 @@ class ImageAttention:
         self._frames = {}
         self._fused = {}
         self._all_active = frozenset().union(*self._active)
+        self._projected = frozenset(i for i, p in enumerate(self.prompts) if p.projection != "none")
+        self._plain = frozenset(range(len(self.prompts))) - self._projected
         self._masked_layers = {layer for i, p in enumerate(self.prompts) if p.masks is not None for layer in
                                self._active[i]}
 
@@ -221,10 +230,33 @@ class ImageAttention:
     def add_image_attention(self, out_heads, q_heads, layer, call, only=None):
         """out_heads += the image attention of the prompts on layer (all, or the indices in `only`); both
         (B, heads, N, head_dim). False if none."""
-        groups = self._fused_groups(layer, q_heads, call, only)
+        groups = self._fused_groups(layer, q_heads, call, self._plain if only is None else only)
         for group in groups:
             self._add_group(out_heads, q_heads, group, call.sigmas)
         return bool(groups)
+
+    def projected_terms(self, text_out, q_heads, layer, call):
+        """[(B, N, C)] the PuLID terms of the projected prompts on layer, against the text attention output."""
+        terms = []
+        batch, heads, tokens, head_dim = q_heads.shape
+        for i in sorted(self._projected):
+            if layer not in self._active[i]:
+                continue
+            prompt = self.prompts[i]
+            image = torch.zeros_like(q_heads)
+            self.add_image_attention(image, q_heads, layer, call, only=frozenset((i,)))
+            image = image.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
+            mass = None
+            if prompt.projection == "ortho_v2":
+                k, _ = self._layer_kv(i, prompt, layer, q_heads.device, q_heads.dtype, head_dim)
+                rows = self._batch_index(prompt, call.chunks, batch, q_heads.device)
+                k = k.flatten(0, 1)[rows * prompt.references]  # (B, T, C): reference 0 of cond / uncond
+                mass = identity_mass(q_heads, k.view(batch, -1, heads, head_dim).transpose(1, 2))
+            term = joined_term(text_out, image, prompt.projection, mass)
+            if prompt.masks is not None:
+                term = term * self._resized_masks(i, prompt, call.layout, q_heads.device, term.dtype)[0].view(1, -1, 1)
+            terms.append(term.to(text_out.dtype))
+        return terms
 
     def _layer_kv(self, i, prompt, layer, device, dtype, head_dim):
         key = (i, layer, device, dtype, head_dim)
@@ -305,7 +337,7 @@ class ImageAttention:
             if prompt.frame_weights is not None:  # per-latent weight: static for this batch layout, so into V
                 v = v * self._frame_scale(i, prompt, chunks, batch, device, dtype).view(batch, 1, 1, 1)
             masks = None
-            if prompt.masks is not None:
+            if prompt.masks is not None and prompt.projection == "none":  # PuLID masks its joined term instead
                 resized = self._resized_masks(i, prompt, layout, device, torch.float32)  # (R, N)
                 masks = resized[rows % prompt.references].unsqueeze(-1) if prompt.unfold_batch else \
                     resized.t().unsqueeze(0)  # (B, N, 1) / (1, N, R)
@@ -394,9 +426,11 @@ class IPAdapterPatch(ImageAttention):
         layout = TokenLayout.unet(extra_options["original_shape"], tokens) if self.masked(layer) else None
         call = QueryCall(heads, tuple(extra_options.get("cond_or_uncond", [0])), extra_options.get("sigmas"), layout)
         q_heads = q.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
+        projected = self.projected_terms(out, q_heads, layer, call) if self._projected else []
         # accumulate in place into the attention output we just made; a foreign patch's output (which it might
         # keep) or an odd one gets the image term added as a separate tensor instead
         own = base is None and out.is_contiguous() and out.dtype == q.dtype and not out.requires_grad
         image = out if own else torch.zeros(q.shape, device=q.device, dtype=q.dtype)
         added = self.add_image_attention(image.view(batch, tokens, heads, -1).transpose(1, 2), q_heads, layer, call)
-        return out if own or not added else out + image
+        out = out if own or not added else out + image
+        return sum(projected, out) if projected else out

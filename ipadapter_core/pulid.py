@@ -9,7 +9,9 @@ per batch row, with one coefficient per channel c summed over the sequence (PuLI
     neutral:  o + w i            style (ortho):  o + w (i - proj)            fidelity (ortho_v2):  o + w (i + (a - 1) proj)
 
 where a[n] is the attention mass the query puts on the first 5 identity tokens (unscaled logits, averaged over the
-heads). Zero tokens appended to the identity tokens (16 for style, 8 for fidelity) act as attention sinks.
+heads). Zero tokens appended to the identity tokens (16 for style, 8 for fidelity) act as attention sinks. A prompt
+with `projection` set (attention.ImagePrompt) gets this term in the attn2 patch, against the text attention output
+(other prompts' terms are not part of o), its mask applied after the projection.
 """
 import torch
 from torch import nn

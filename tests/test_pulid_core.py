@@ -146,3 +146,48 @@ def test_embeds_for_pulid_are_refused_with_a_reason(sdxl_file, world_paths):
     embeds = torch.zeros(1, 17, loaded.spec.clip_dim)
     with pytest.raises(InvalidInputError, match="no PuLID apply node yet"):
         patching.apply_embeds(comfy_models.tiny_unet("sdxl"), loaded, embeds, embeds)
+
+
+def _heads(x, heads):
+    return x.view(x.shape[0], x.shape[1], heads, -1).transpose(1, 2)
+
+
+def _sdpa(q, k, v, heads, **_):
+    out = F.scaled_dot_product_attention(_heads(q, heads), _heads(k, heads), _heads(v, heads))
+    return out.transpose(1, 2).flatten(2)
+
+
+@pytest.mark.parametrize("projection,masked", [(p, False) for p in pulid.PROJECTIONS] + [("ortho", True)])
+def test_attn2_patch_joins_the_identity_term_as_pulid_does(sdxl_file, projection, masked):
+    """The installed attn2 patch on layer 0 == o + the PuLID term written out, rows [uncond, cond]; masks after."""
+    from ipadapter_kit.ipadapter_core.attention import ImagePrompt, IPAdapterPatch
+    from ipadapter_kit.ipadapter_core.blocks import patch_keys
+
+    weights = core_adapter.load(str(sdxl_file))
+    spec, heads, tokens, weight = weights.spec, 2, 12, 0.7
+    width = spec.layer_widths[0]
+    gen = torch.Generator().manual_seed(4)
+    zeros = torch.zeros(1, 8, spec.cross_dim)  # fidelity's attention sinks
+    cond = torch.cat((torch.randn(1, spec.tokens, spec.cross_dim, generator=gen), zeros), dim=1)
+    uncond = torch.cat((torch.randn(1, spec.tokens, spec.cross_dim, generator=gen), zeros), dim=1)
+    layers = (weight,) + (0.0,) * (spec.num_layers - 1)
+    mask = torch.tensor([[1.0, 1.0, 0.0, 0.0]] * 3)[None]  # (1, 3, 4): the latent's 3 x 4 token grid, left half
+    prompt = ImagePrompt(weights=weights, cond=cond, uncond=uncond, layer_weights=layers, projection=projection,
+                         masks=mask if masked else None)
+    patch = IPAdapterPatch("SDXL", [prompt], _sdpa)
+    q, k, v = (torch.randn(2, tokens, width, generator=gen) for _ in range(3))
+    block, number, index = patch_keys("SDXL")[0]
+    options = {"block": (block, number), "block_index": index, "n_heads": heads, "cond_or_uncond": [1, 0],
+               "original_shape": (2, 4, 3, 4), "sigmas": torch.tensor([1.0])}
+    with torch.no_grad():
+        out = patch(q, k, v, options)
+        o = _sdpa(q, k, v, heads)
+        kv = weights.kv_projection(0)
+        ids = torch.cat((uncond, cond))  # row 0 is the uncond pass
+        k_id, v_id = ids @ kv.k_weight.t(), ids @ kv.v_weight.t()
+        i = weight * _sdpa(q, k_id, v_id, heads)
+        mass = pulid.identity_mass(_heads(q, heads), _heads(k_id, heads))
+    term = _explicit(o, i, projection, mass)  # the mask applies to the joined term, as ComfyUI_PuLID does
+    expected = o.double() + (term * mask.reshape(1, -1, 1).double() if masked else term)
+    torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=1e-4)
+    assert (out - o).abs().max() > 1e-3
