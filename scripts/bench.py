@@ -4,13 +4,16 @@
 Builds real-size SD1.5 and SDXL UNets (random weights) through ComfyUI's own classes, real-size adapter files
 (random weights, written from the released tensor shapes), patches the model through the pack's own apply path
 (nodes.patching.apply_embeds) and times the model forward the sampler runs (batch 2: uncond + cond), unpatched vs
-patched, interleaved. A Flux phase (scripts/bench_flux.py) times one real-width Flux.1 double and single block, plain
+patched, interleaved. The SDXL phase also times InstantID (scripts/bench_instantid.py, in its own process): one
+sampler step with a real-size IdentityNet (ComfyUI's ControlNet class) plain and with the identity tokens patched in.
+A Flux phase (scripts/bench_flux.py) times one real-width Flux.1 double and single block, plain
 vs patched through the pack's dit block replace (XLabs, InstantX); an SD3.5 phase (scripts/bench_sd3.py) one
 real-width SD3.5 Large joint block (InstantX SD3.5-Large-IP-Adapter). Writes docs/benchmarks.md (a run of some phases
 replaces only their sections). See the Method section of that file for what is measured and how.
 
     .host/venv/bin/python scripts/bench.py [--arch sd15|sdxl|flux|sd35|both|all] [--size N] [--pairs N]
-                                           [--flux-tokens N] [--sd3-tokens N] [--device cpu|cuda]
+                                           [--flux-tokens N] [--sd3-tokens N] [--instantid-budget S]
+                                           [--device cpu|cuda]
 """
 import argparse
 import contextlib
@@ -37,7 +40,7 @@ TARGETS = {"base": 1.03, "plus": 1.05, "four": 1.10, "masked": 1.10}  # issue 6
 PHASES = {"all": ("sd15", "sdxl", "flux", "sd35"), "both": ("sd15", "sdxl"), "sd15": ("sd15",), "sdxl": ("sdxl",),
           "flux": ("flux",), "sd35": ("sd35",)}
 SECTION_ORDER = ("sd15", "sdxl", "flux", "sd35")  # <!-- bench:NAME --> sections of the doc, in this order
-PHASE_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd35": "SD3.5"}
+PHASE_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd35": "SD3.5", "sdxl_instantid": "SDXL"}
 DIT_PHASES = {"flux", "sd35"}  # block-level phases (their own modules; no CLIP encode figure)
 
 
@@ -54,7 +57,11 @@ def parse_args(argv=None):
                    help="UNet/compute dtype; default fp32 on CPU (what ComfyUI uses there), fp16 on CUDA")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while timing (default 1: see the Method section of docs/benchmarks.md)")
-    p.add_argument("--cases", default="base,plus,four,masked,faceid", help="comma-separated subset of cases")
+    p.add_argument("--cases", default="base,plus,four,masked,faceid,instantid",
+                   help="comma-separated subset of cases (instantid: SDXL only, its own process with IdentityNet)")
+    p.add_argument("--instantid-budget", type=float, default=170,
+                   help="seconds of timed InstantID rounds (3 SDXL steps with IdentityNet each; at least 3 rounds, "
+                        "at most --pairs)")
     p.add_argument("--no-clip", action="store_true", help="skip the real-size CLIP ViT-H encode timing")
     p.add_argument("--flux-tokens", type=int, default=1024,
                    help="Flux image tokens (1024 = a 512x512 image, the CPU default; 4096 = 1024x1024)")
@@ -123,6 +130,7 @@ from ipadapter_kit.ipadapter_core import embeds as core_embeds  # noqa: E402
 from ipadapter_kit.nodes import clip_encode, model_cache, paths, patching  # noqa: E402
 
 import bench_flux  # noqa: E402  (scripts/, next to this file: the Flux phase)
+import bench_instantid  # noqa: E402  (InstantID in the SDXL phase)
 import bench_sd3  # noqa: E402  (the SD3.5 phase)
 
 DEVICE = torch.device(ARGS.device)
@@ -699,7 +707,7 @@ def loadavg():
 def run_arch(arch, size, tmp, log):
     name = ARCH_NAMES[arch]
     result = {"arch": arch, "size": size, "pairs": ARGS.pairs, "date": datetime.date.today().isoformat()}
-    wanted = [c.strip() for c in ARGS.cases.split(",") if c.strip()]
+    wanted = [c.strip() for c in ARGS.cases.split(",") if c.strip() and c.strip() != "instantid"]
     need = {"base"} if {"base", "four", "masked"} & set(wanted) else set()
     need |= {c for c in ("plus", "faceid") if c in wanted}
 
@@ -842,8 +850,7 @@ def fmt_mb(value):
     return "n/a" if value is None else "≤ 0 MB" if value <= 0 else f"{value / MB:.0f} MB"
 
 
-SDXL_NOTE = (" SDXL runs a 16×16 latent by default so that the SD1.5 and SDXL phases of `make bench` stay under 15 "
-             "minutes on 2 cores: one "
+SDXL_NOTE = (" SDXL runs a 16×16 latent by default to keep `make bench` short on 2 cores: one "
              "real-size SDXL step takes about 4 s at 16×16 and 7.5 s at 32×32 on one core here (`--size 32` for the "
              "larger one).")
 
@@ -961,7 +968,12 @@ def section_for(r):
         return bench_flux.section(sys.modules[__name__], r)
     if r["arch"] == "sd35":
         return bench_sd3.section(sys.modules[__name__], r)
-    return arch_section(r)
+    if r["arch"] == "sdxl_instantid":
+        return bench_instantid.section(sys.modules[__name__], r)
+    section = arch_section(r)
+    if r.get("instantid"):
+        section = bench_instantid.splice(section, bench_instantid.section(sys.modules[__name__], r["instantid"]))
+    return section
 
 
 def write_doc(path, results, info, elapsed, partial=False):
@@ -974,7 +986,15 @@ def write_doc(path, results, info, elapsed, partial=False):
         if start in old and end in old:
             sections[arch] = old[old.index(start):old.index(end) + len(end)]
     for r in results:
-        sections[r["arch"]] = section_for(r)
+        if r["arch"] == "sdxl_instantid":  # InstantID alone (--cases instantid): its part of the SDXL section
+            sections["sdxl"] = bench_instantid.splice(sections.get("sdxl", "<!-- bench:sdxl -->\n## SDXL\n\n"
+                                                                   "<!-- /bench:sdxl -->"), section_for(r))
+            continue
+        new = section_for(r)
+        kept = bench_instantid.extract(sections.get(r["arch"], ""))
+        if kept and not bench_instantid.extract(new):  # a run without the InstantID case keeps its last figures
+            new = bench_instantid.splice(new, kept)
+        sections[r["arch"]] = new
     last = re.search(r"Last (?:full )?run (.+?), took\s+([\d.]+) minutes", old)
     if partial and last:
         ran = ", ".join(PHASE_NAMES[r["arch"]] for r in results)
@@ -1037,6 +1057,10 @@ Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python
   file, with torch's SDPA as the block's attention (`attention_pytorch`, ComfyUI's choice on CUDA; its CPU default
   `attention_sub_quad` with `--sd3-attention pytorch,sub_quad`), same clock, threads and interleaving; the number
   of rounds follows the first call's time (`--sd3-budget`).
+- InstantID (in the SDXL section, its own subsection and process): one sampler step of the real-size SDXL UNet with a
+  real-size IdentityNet (ComfyUI's `cldm.ControlNet` with the SDXL config, random weights) through ControlNet's
+  `get_control` and `apply_model`, plain and with a real-size InstantID adapter applied as the pack's nodes do;
+  same clock and threads, the number of rounds follows the first step's time (`--instantid-budget`).
 - Memory: {MEMORY.what}.
   tracemalloc does not see torch's allocations, and torch keeps no CPU allocator statistics.
 - Level 1 is one attn2 call in isolation (real shapes of adapter layer 0) against ComfyUI's
@@ -1081,6 +1105,12 @@ SD3.5 patch (`ipadapter_core/families/sd3.py`, uncommitted on 7b62605): one real
 (4096 image tokens) cost 1.248× the plain block with torch SDPA as its attention, against the 1.215× multiply-add
 floor of the release's second attention over the image tokens; 1.087× at 512×512 px (floor 1.068×). The image
 attention was 2.73 s of the 2.82 s each block added; the resampler 0.48 s once per model call.
+
+InstantID (SDXL), first measured 2026-11-30 09:04 by `--arch sdxl` with the pack's first InstantID nodes
+(`nodes/instantid.py` of f73c9cc, on 3730d03): one step at a 16×16 latent with a real-size IdentityNet, the identity
+tokens' attention made it 1.005× (0.995–1.025) the plain UNet's step with the same IdentityNet (target ≤ 1.05×; the
+patch's own work 23 ms of a 5.0 s step), and InstantID as a whole cost 0.959× the plain UNet with a plain ControlNet
+on the text (IdentityNet projects 16 identity tokens instead of 77 text tokens).
 """
     body = [head]
     for arch in SECTION_ORDER:
@@ -1108,6 +1138,9 @@ def worker():
             result = bench_flux.run_flux(sys.modules[__name__], tmp, log)
         elif ARGS.worker == "sd35":
             result = bench_sd3.run_sd3(sys.modules[__name__], tmp, log)
+        elif ARGS.worker == "sdxl_instantid":
+            result = bench_instantid.run_instantid(sys.modules[__name__], tmp, log,
+                                                   ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE["sdxl"]))
         else:
             size = ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE[ARGS.worker])
             result = run_arch(ARGS.worker, size, tmp, log)
@@ -1129,6 +1162,13 @@ def main():
         f"{ARGS.device} {str(DTYPE).replace('torch.', '')}; attention: "
         f"{comfy.ldm.modules.attention.optimized_attention.__name__}")
     wanted = list(PHASES[ARGS.arch])
+    partial = set(wanted) != set(PHASES["all"])
+    cases = {c.strip() for c in ARGS.cases.split(",") if c.strip()}
+    if "sdxl" in wanted and "instantid" in cases:  # InstantID: its own process after the SDXL adapter cases
+        wanted.insert(wanted.index("sdxl") + 1, "sdxl_instantid")
+    if not cases - {"instantid"}:  # --cases instantid: no adapter cases to run in the UNet phases
+        wanted = [p for p in wanted if p not in ("sd15", "sdxl")]
+        partial = True
     unet = any(p in ("sd15", "sdxl") for p in wanted)  # the CLIP encode figure is quoted in their sections
     phases = ([] if ARGS.no_clip or not unet else ["clip"]) + wanted
     results, clip, failed = [], None, []
@@ -1150,11 +1190,16 @@ def main():
     for r in results:
         if clip and r["arch"] not in DIT_PHASES:
             r["encode"] = clip
+    xl = next((r for r in results if r["arch"] == "sdxl"), None)
+    iid = next((r for r in results if r["arch"] == "sdxl_instantid"), None)
+    if xl and iid:  # InstantID goes into the SDXL section
+        xl["instantid"] = iid
+        results.remove(iid)
     elapsed = time.time() - started
     sections = "\n\n".join(section_for(r) for r in results)
     print("\n" + sections.replace("<!-- ", "").replace(" -->", ""))
     if ARGS.out != "-" and results:
-        write_doc(pathlib.Path(ARGS.out), results, info, elapsed, partial=set(wanted) != set(PHASES["all"]))
+        write_doc(pathlib.Path(ARGS.out), results, info, elapsed, partial=partial)
         log(f"wrote {ARGS.out}")
     log(f"done in {elapsed / 60:.1f} minutes")
     return 1 if failed else 0
