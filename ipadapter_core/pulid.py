@@ -72,3 +72,22 @@ def joined_term(o, i, projection, mass=None):
     if projection == "ortho":
         return (i.float() - proj).to(i.dtype)
     return (i.float() + (mass - 1.0) * proj).to(i.dtype)
+
+
+def identity_tokens(encoder, arcface, eva_feature, eva_hidden, noise=0.0, zero_tokens=0, generator=None):
+    """(cond, uncond) identity tokens (1, T + zero_tokens, C) of R photos of one person: the encoder's tokens of each
+    photo averaged; the negative is the encoder of zeros (or noise x uniform noise); zero tokens (or noise) appended.
+
+    arcface (R, 512) raw embeddings, eva_feature (R, E) L2-normalised, eva_hidden [(R, 1 + P, V)] per EVA layer."""
+    def fill(like):
+        if noise == 0:
+            return torch.zeros_like(like)
+        return noise * torch.rand(like.shape, generator=generator, dtype=like.dtype).to(like.device)
+
+    id_cond = torch.cat((arcface, eva_feature), dim=-1)
+    cond = encoder(id_cond, eva_hidden).mean(dim=0, keepdim=True)
+    uncond = encoder(fill(id_cond), [fill(h) for h in eva_hidden]).mean(dim=0, keepdim=True)
+    if zero_tokens:
+        extra = fill(cond[:, :1].expand(1, zero_tokens, cond.shape[-1]))
+        cond, uncond = torch.cat((cond, extra), dim=1), torch.cat((uncond, extra), dim=1)
+    return cond, uncond

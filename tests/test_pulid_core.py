@@ -191,3 +191,29 @@ def test_attn2_patch_joins_the_identity_term_as_pulid_does(sdxl_file, projection
     expected = o.double() + (term * mask.reshape(1, -1, 1).double() if masked else term)
     torch.testing.assert_close(out.double(), expected, atol=1e-4, rtol=1e-4)
     assert (out - o).abs().max() > 1e-3
+
+
+def test_identity_tokens_average_the_photos_and_append_the_sinks(sdxl_file):
+    weights = core_adapter.load(str(sdxl_file))
+    spec = weights.spec
+    gen = torch.Generator().manual_seed(12)
+    arcface = torch.randn(2, 512, generator=gen)
+    feature = F.normalize(torch.randn(2, spec.id_dim - 512, generator=gen), dim=-1)
+    hidden = [torch.randn(2, 17, spec.clip_dim, generator=gen) for _ in range(spec.resampler_depth)]
+    state = {k: v.float() for k, v in weights.image_proj.state_dict().items()}
+    with torch.no_grad():
+        cond, uncond = pulid.identity_tokens(weights.image_proj, arcface, feature, hidden, zero_tokens=8)
+    ids = torch.cat((arcface, feature), dim=-1)
+    per_photo = reference_encoder(state, ids, hidden, spec.cross_dim)
+    assert cond.shape == uncond.shape == (1, spec.tokens + 8, spec.cross_dim)
+    torch.testing.assert_close(cond[:, :spec.tokens], per_photo.mean(0, keepdim=True), atol=1e-5, rtol=1e-5)
+    zero_id = reference_encoder(state, torch.zeros_like(ids[:1]), [torch.zeros_like(h[:1]) for h in hidden],
+                                spec.cross_dim)
+    torch.testing.assert_close(uncond[:, :spec.tokens], zero_id, atol=1e-5, rtol=1e-5)
+    assert uncond[:, :spec.tokens].abs().max() > 0  # biases and norms: not zero tokens
+    assert cond[:, spec.tokens:].eq(0).all() and uncond[:, spec.tokens:].eq(0).all()
+    noisy, noisy_uncond = pulid.identity_tokens(weights.image_proj, arcface, feature, hidden, noise=0.3,
+                                                zero_tokens=4, generator=torch.Generator().manual_seed(1))
+    torch.testing.assert_close(noisy[:, :spec.tokens], cond[:, :spec.tokens])
+    assert 0 < noisy[:, spec.tokens:].max() <= 0.3 and not torch.equal(noisy_uncond[:, :spec.tokens],
+                                                                       uncond[:, :spec.tokens])
