@@ -2,7 +2,7 @@
 from comfy_api.latest import ComfyExtension
 
 from . import (apply, clip_vision, composite, embeds_nodes, faceid, faces, image_nodes, instantid, loaders, presets,
-               weights_nodes)
+               pulid, weights_nodes)
 
 NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoader,
          apply.Encode, apply.Apply, apply.ApplyAdvanced,
@@ -11,7 +11,8 @@ NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoade
          image_nodes.PrepImage, image_nodes.NoiseImage,
          composite.StyleComposition, composite.ApplyTiled,
          composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
-         weights_nodes.BlockWeights, weights_nodes.FrameWeights, *instantid.NODES]
+         weights_nodes.BlockWeights, weights_nodes.FrameWeights, *instantid.NODES,
+         *pulid.NODES]
 
 
 class IPAdapterKitExtension(ComfyExtension):

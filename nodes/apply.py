@@ -49,7 +49,7 @@ def encode_pair(adapter, image, clip_vision, image_negative=None):
     spec = adapter.spec
     if spec.kind == "pulid":
         raise InvalidInputError(f"{adapter.name} is PuLID's adapter: it reads a face's ArcFace embedding and EVA-CLIP "
-                                "features, not CLIP images, and this version has no PuLID apply node yet.")
+                                "features, not CLIP images. Use IPAdapter Kit: Apply PuLID.")
     if spec.kind == "instantid":
         raise InvalidInputError(f"{adapter.name} is InstantID's adapter: it takes a face's InsightFace embedding, not "
                                 "CLIP images. Use IPAdapter Kit: Apply InstantID.")

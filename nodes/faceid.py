@@ -48,8 +48,8 @@ def check_faceid(adapter):
         raise InvalidInputError(f"{adapter.name} is InstantID's adapter, not FaceID: use IPAdapter Kit: Apply "
                                 "InstantID (with IdentityNet) or InstantID Attention.")
     if adapter.spec.kind == "pulid":
-        raise InvalidInputError(f"{adapter.name} is PuLID's adapter, not FaceID: it also needs EVA-CLIP features, and "
-                                "this version has no PuLID apply node yet.")
+        raise InvalidInputError(f"{adapter.name} is PuLID's adapter, not FaceID: it also needs EVA-CLIP features. Use "
+                                "IPAdapter Kit: Apply PuLID.")
     if adapter.spec.kind not in FACEID_KINDS:
         raise InvalidInputError(f"{adapter.name} is a {adapter.spec.kind} adapter, not FaceID: use the IPAdapter Kit "
                                 "Apply nodes with a CLIP vision model instead.")

@@ -180,8 +180,8 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
     """Patched clone of model for embeds cond/uncond: (R, ...) tensors, or tuples of them (FaceID parts)."""
     family = check_model(model, adapter)
     if adapter.spec.kind == "pulid":
-        raise InvalidInputError(f"{adapter.name} is PuLID's adapter: this version has no PuLID apply node yet (its "
-                                "identity tokens need EVA-CLIP features).")
+        raise InvalidInputError(f"{adapter.name} is PuLID's adapter: its identity tokens need EVA-CLIP features of the "
+                                "face. Use IPAdapter Kit: Apply PuLID.")
     if not isinstance(cond, tuple):
         core_embeds.check_encoder(adapter.spec, cond, adapter.name)
         core_embeds.check_encoder(adapter.spec, uncond, adapter.name)

@@ -3,8 +3,9 @@ import os
 
 import folder_paths
 
-MODEL_FOLDERS = ("ipadapter", "insightface", "instantid")  # instantid: where ComfyUI_InstantID keeps its adapter
-WEIGHT_FOLDERS = ("ipadapter", "instantid")  # folders that list weight files
+# instantid, pulid, facexlib: where ComfyUI_InstantID and PuLID_ComfyUI users keep their files
+MODEL_FOLDERS = ("ipadapter", "insightface", "instantid", "pulid", "facexlib")
+WEIGHT_FOLDERS = ("ipadapter", "instantid", "pulid", "facexlib")  # folders that list weight files
 # Where the Flux and SD3.5 IP-Adapter packs taught users to keep their files (ComfyUI-IPAdapter-Flux,
 # x-flux-comfyui, and models/ipadapter-sd3): searched as part of the ipadapter folder, after models/ipadapter.
 LEGACY_IPADAPTER_FOLDERS = ("ipadapter-flux", os.path.join("xlabs", "ipadapters"), "ipadapter-sd3")

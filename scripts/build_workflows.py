@@ -43,6 +43,11 @@ MODEL_URLS = {
     "ip-adapter_sd35_large.bin": ("ipadapter", f"{HF}/InstantX/SD3.5-Large-IP-Adapter/resolve/main/ip-adapter.bin"),
     "sd_xl_base_1.0.safetensors":
         ("checkpoints", f"{HF}/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"),
+    "ip-adapter_pulid_sdxl_fp16.safetensors":
+        ("pulid", f"{HF}/huchenlei/ipadapter_pulid/resolve/main/ip-adapter_pulid_sdxl_fp16.safetensors"),
+    "EVA02_CLIP_L_336_psz14_s6B.pt": ("clip", f"{HF}/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt"),
+    "parsing_bisenet.pth":
+        ("facexlib", "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"),
     "instantid/diffusion_pytorch_model.safetensors":
         ("controlnet", f"{HF}/InstantX/InstantID/resolve/main/ControlNetModel/diffusion_pytorch_model.safetensors"),
 }

@@ -291,3 +291,31 @@ WORKFLOWS["instantid_basic"] = {
         "save": ("SaveImage", {"filename_prefix": "instantid_basic"}, {"images": ("decode", 0)}),
     },
 }
+
+WORKFLOWS["pulid_sdxl"] = {
+    "description": "PuLID on SDXL: a person's identity from one photo (antelopev2 ArcFace + EVA02-CLIP of the aligned, "
+                   "background-free face), fidelity method. Needs ip-adapter_pulid_sdxl_fp16.safetensors in "
+                   "models/pulid, EVA02_CLIP_L_336_psz14_s6B.pt in models/clip, parsing_bisenet.pth in "
+                   "models/facexlib and the antelopev2 pack in models/insightface/models/antelopev2/.",
+    "nodes": {
+        "ckpt": ("CheckpointLoaderSimple", {"ckpt_name": SDXL_CKPT}, {}),
+        "pulid": ("IPAKitPuLIDLoader", {"pulid_file": "ip-adapter_pulid_sdxl_fp16.safetensors"}, {}),
+        "eva": ("IPAKitEVACLIPLoader", {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt",
+                                        "parser_file": "parsing_bisenet.pth"}, {}),
+        "insightface": ("IPAKitInsightFaceLoader", {"pack": "antelopev2", "provider": "CPU", "det_size": 640}, {}),
+        "face": ("LoadImage", {"image": "face_a.png"}, {}),
+        "apply": ("IPAKitApplyPuLID", {"method": "fidelity", "weight": 1.0, "start_at": 0.0, "end_at": 1.0},
+                  {"model": ("ckpt", 0), "pulid": ("pulid", 0), "eva_clip": ("eva", 0),
+                   "insightface": ("insightface", 0), "image": ("face", 0)}),
+        "pos": ("CLIPTextEncode", {"text": "portrait of a person as an astronaut, cinematic light"},
+                {"clip": ("ckpt", 1)}),
+        "neg": ("CLIPTextEncode", {"text": "blurry, lowres, watermark, deformed"}, {"clip": ("ckpt", 1)}),
+        "latent": ("EmptyLatentImage", {"width": 1024, "height": 1024, "batch_size": 1}, {}),
+        "sampler": ("KSampler", {"seed": 42, "steps": 25, "cfg": 5.0, "sampler_name": "dpmpp_2m",
+                                 "scheduler": "karras", "denoise": 1.0},
+                    {"model": ("apply", 0), "positive": ("pos", 0), "negative": ("neg", 0),
+                     "latent_image": ("latent", 0)}),
+        "decode": ("VAEDecode", {}, {"samples": ("sampler", 0), "vae": ("ckpt", 2)}),
+        "save": ("SaveImage", {"filename_prefix": "pulid_sdxl"}, {"images": ("decode", 0)}),
+    },
+}

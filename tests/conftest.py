@@ -77,7 +77,8 @@ def world_paths(world):
 
     from ipadapter_kit.nodes import paths
 
-    for name in ("checkpoints", "clip_vision", "ipadapter", "insightface", "loras", "controlnet", "instantid"):
+    for name in ("checkpoints", "clip_vision", "ipadapter", "insightface", "loras", "controlnet", "instantid", "pulid",
+                 "clip", "facexlib"):
         folder_paths.add_model_folder_path(name, str(world / "models" / name))
     for legacy in paths.LEGACY_IPADAPTER_FOLDERS:  # the Flux packs' folders, as users have them
         folder_paths.add_model_folder_path("ipadapter", str(world / "models" / legacy))

@@ -7,53 +7,13 @@ import torch.nn.functional as F
 
 from ipadapter_kit.ipadapter_core import eva_clip
 from ipadapter_kit.ipadapter_core.errors import InvalidInputError, UnknownFormatError
+from tinymodels.eva_files import random_checkpoint, released_layout
 
 # Tiny tower with the EVA02-CLIP-L-14-336 structure: 24 blocks (so PuLID's layers 3..19 exist), patch 14,
 # rotary positions scaled to the 16-patch pretraining grid; hidden = int(64 * 8 / 3) as timm's mlp_ratio gives.
 TINY = eva_clip.EVAConfig(image_size=56, patch_size=14, width=64, depth=24, heads=4, mlp_hidden=170, embed_dim=24)
 TINY_HEAD_WIDTH = 16
 VIT_L = eva_clip.EVAConfig()
-
-
-def released_layout(cfg, head_width):
-    """Key -> shape of a full EVA-CLIP checkpoint (visual.* as in EVA02_CLIP_L_336_psz14_s6B.pt, plus text.*)."""
-    w, h, grid2 = cfg.width, cfg.mlp_hidden, cfg.grid ** 2
-    rope = {"rope.freqs_cos": (grid2, head_width), "rope.freqs_sin": (grid2, head_width)}
-    visual = {"cls_token": (1, 1, w), "pos_embed": (1, 1 + grid2, w),
-              "patch_embed.proj.weight": (w, 3, cfg.patch_size, cfg.patch_size), "patch_embed.proj.bias": (w,),
-              **rope, "norm.weight": (w,), "norm.bias": (w,),
-              "head.weight": (cfg.embed_dim, w), "head.bias": (cfg.embed_dim,)}
-    for i in range(cfg.depth):
-        block = {"norm1.weight": (w,), "norm1.bias": (w,),
-                 "attn.q_proj.weight": (w, w), "attn.k_proj.weight": (w, w), "attn.v_proj.weight": (w, w),
-                 "attn.q_bias": (w,), "attn.v_bias": (w,),
-                 "attn.inner_attn_ln.weight": (w,), "attn.inner_attn_ln.bias": (w,),
-                 "attn.proj.weight": (w, w), "attn.proj.bias": (w,),
-                 **{"attn." + k: v for k, v in rope.items()},
-                 "norm2.weight": (w,), "norm2.bias": (w,),
-                 "mlp.w1.weight": (h, w), "mlp.w1.bias": (h,), "mlp.w2.weight": (h, w), "mlp.w2.bias": (h,),
-                 "mlp.ffn_ln.weight": (h,), "mlp.ffn_ln.bias": (h,), "mlp.w3.weight": (w, h), "mlp.w3.bias": (w,)}
-        visual.update({f"blocks.{i}.{k}": v for k, v in block.items()})
-    layout = {"visual." + k: v for k, v in visual.items()}
-    layout.update({"text.token_embedding.weight": (49408, 8), "text.ln_final.weight": (8,), "logit_scale": ()})
-    return layout
-
-
-def random_checkpoint(cfg, head_width, seed=0):
-    """Seeded values for every key (norms and biases too; the rope tables are noise, since both loaders drop them)."""
-    gen = torch.Generator().manual_seed(seed)
-    sd = {}
-    for key, shape in released_layout(cfg, head_width).items():
-        if key.startswith("text.token_embedding"):
-            shape = (3, shape[1])  # the text tower is ignored; keep the fake small
-        noise = torch.randn(shape, generator=gen)
-        if key.endswith(".weight") and len(shape) >= 2:
-            sd[key] = noise / torch.Size(shape[1:]).numel() ** 0.5
-        elif "norm" in key or "_ln" in key:
-            sd[key] = (1 + 0.1 * noise) if key.endswith("weight") else 0.1 * noise
-        else:
-            sd[key] = 0.1 * noise if key.endswith(("bias", "_bias")) else 0.5 * noise
-    return sd
 
 
 @pytest.fixture(scope="module")

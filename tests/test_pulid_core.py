@@ -126,12 +126,12 @@ def test_identity_mass_is_the_softmax_share_of_the_first_five_keys():
     torch.testing.assert_close(pulid.identity_mass(q, zeros), torch.full((2, 4, 1), 5 / 8))
 
 
-def test_the_apply_nodes_say_pulid_has_no_apply_node_yet(sdxl_file, world_paths):
+def test_the_other_apply_nodes_point_to_apply_pulid(sdxl_file, world_paths):
     from ipadapter_kit.nodes import apply, faceid
     from ipadapter_kit.nodes.model_cache import LoadedAdapter
 
     loaded = LoadedAdapter(name=SDXL_FILE, weights=core_adapter.load(str(sdxl_file)), patcher=None)
-    with pytest.raises(InvalidInputError, match="PuLID's adapter.*no PuLID apply node yet"):
+    with pytest.raises(InvalidInputError, match="PuLID's adapter.*Use IPAdapter Kit: Apply PuLID"):
         apply.encode_pair(loaded, torch.rand(1, 64, 64, 3), None)
     with pytest.raises(InvalidInputError, match="PuLID's adapter, not FaceID"):
         faceid.check_faceid(loaded)
@@ -144,7 +144,7 @@ def test_embeds_for_pulid_are_refused_with_a_reason(sdxl_file, world_paths):
 
     loaded = LoadedAdapter(name=SDXL_FILE, weights=core_adapter.load(str(sdxl_file)), patcher=None)
     embeds = torch.zeros(1, 17, loaded.spec.clip_dim)
-    with pytest.raises(InvalidInputError, match="no PuLID apply node yet"):
+    with pytest.raises(InvalidInputError, match="need EVA-CLIP features.*Apply PuLID"):
         patching.apply_embeds(comfy_models.tiny_unet("sdxl"), loaded, embeds, embeds)
 
 

@@ -30,6 +30,7 @@ def test_default_folders_registered(restore_folders):
     folder_paths.folder_names_and_paths.pop("ipadapter", None)
     folder_paths.folder_names_and_paths.pop("insightface", None)
     folder_paths.folder_names_and_paths.pop("instantid", None)
+    folder_paths.folder_names_and_paths.pop("pulid", None)
     paths.register_model_folders()
     models = folder_paths.models_dir
     assert folder_paths.get_folder_paths("insightface") == [os.path.join(models, "insightface")]

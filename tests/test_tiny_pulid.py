@@ -18,7 +18,7 @@ from tinymodels import pulid_files, world as world_builder
 
 # The tiny sizes, spelled out (see pulid_files' table).
 A = 512 + 24  # id_cond: ArcFace 512 + EVA feature 24 (real 512 + 768)
-V = 32  # EVA hidden width (real 1024)
+V = 192  # EVA hidden width (real 1024)
 C = 80  # tiny SDXL context (real 2048)
 D, DEPTH, HEADS, HEAD_DIM, QUERIES, O, I = 48, 10, 2, 64, 32, 40, 36  # IDFormer (real 1024, 10, 16, 64, 32, 2048, 1024)
 H, CA_HEADS, CA_HEAD_DIM = 64, 2, 128  # PerceiverAttentionCA (real 3072, 16, 128)

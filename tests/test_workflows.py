@@ -11,7 +11,8 @@ from workflow_api import set_widget, to_api, validate_widgets
 
 WORKFLOWS = sorted((pathlib.Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
 APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced", "IPAKitApplyFaceID", "IPAKitStyleComposition", "IPAKitApplyTiled",
-               "IPAKitApplyRegions", "IPAKitApplyInstantID", "IPAKitApplyInstantIDAdvanced")
+               "IPAKitApplyRegions", "IPAKitApplyInstantID", "IPAKitApplyInstantIDAdvanced", "IPAKitApplyPuLID",
+               "IPAKitApplyPuLIDAdvanced")
 
 
 def small(workflow, object_info):
@@ -50,7 +51,7 @@ def test_there_are_example_workflows():
     assert {"ipadapter_basic", "ipadapter_style_transfer", "ipadapter_composition", "ipadapter_masked_two_subjects",
             "ipadapter_controlnet_lora", "ipadapter_faceid", "ipadapter_style_and_composition",
             "ipadapter_tiled_non_square", "ipadapter_embeds_save_load", "ipadapter_animation_weights",
-            "flux_ipadapter_xlabs", "flux_ipadapter_instantx", "sd35_ipadapter", "instantid_basic"} <= names
+            "flux_ipadapter_xlabs", "flux_ipadapter_instantx", "sd35_ipadapter", "instantid_basic", "pulid_sdxl"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
@@ -60,7 +61,7 @@ def test_workflow_runs_and_the_adapter_matters(path, comfy_server, object_info):
     assert any(node["type"] in APPLY_TYPES for node in workflow["nodes"])
     for node in workflow["nodes"]:
         if node["type"] in ("CheckpointLoaderSimple", "IPAKitModelLoader", "CLIPVisionLoader", "IPAKitCLIPVisionLoader",
-                            "ControlNetLoader", "IPAKitInstantIDLoader"):
+                            "ControlNetLoader", "IPAKitInstantIDLoader", "IPAKitPuLIDLoader", "IPAKitEVACLIPLoader"):
             assert node["properties"].get("models"), f"{node['type']} names no model file to download"
     workflow = small(workflow, object_info)
     with_adapter = run_image(comfy_server, workflow, object_info)

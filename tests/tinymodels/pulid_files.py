@@ -8,7 +8,7 @@ and 5 EVA hidden states (B, T, V) (the residual stream after blocks 3, 7, 11, 15
                                               real                 tiny
   ArcFace embedding (antelopev2)             512                  512
   EVA feature E (head projection)            768                  24         the tiny EVA tower's projection width
-  EVA hidden width V                         1024                 32
+  EVA hidden width V                         1024                 192
   id_cond width A = 512 + E                  1280                 536
 
 1. ip-adapter_pulid_sdxl_fp16.safetensors (PuLID v1 for SDXL, huchenlei's IP-Adapter layout), float16, 250 tensors.
@@ -20,10 +20,10 @@ image_proj: cubiq's IDEncoder(width=A, context_dim=C, num_token=5), loaded stric
   body.3.weight / .bias                      (1024, 1024) (1024)  (200, 100) (200)   Linear(h1, h2)
   body.4.{weight,bias}                       (1024)               (200)              LayerNorm(h2)
   body.6.weight / .bias                      (10240, 1024)        (400, 200)         Linear(h2, 5 x C): 5 ID tokens
-  mapping_{0..4}.0.weight / .bias            (1024, 1024)         (32, 32)           Linear(V, M), M = V (real 1024)
-  mapping_{i}.1 / .4 {weight,bias}           (1024)               (32)               LayerNorm(M)
-  mapping_{i}.3.weight / .bias               (1024, 1024)         (32, 32)           Linear(M, M)
-  mapping_{i}.6.weight / .bias               (2048, 1024) (2048)  (80, 32) (80)      Linear(M, C): the CLS token
+  mapping_{0..4}.0.weight / .bias            (1024, 1024)         (192, 192)         Linear(V, M), M = V (real 1024)
+  mapping_{i}.1 / .4 {weight,bias}           (1024)               (192)              LayerNorm(M)
+  mapping_{i}.3.weight / .bias               (1024, 1024)         (192, 192)         Linear(M, M)
+  mapping_{i}.6.weight / .bias               (2048, 1024) (2048)  (80, 192) (80)     Linear(M, C): the CLS token
   mapping_patch_{0..4}.*                     as mapping_i         as mapping_i       the patch-token mean
 ip_adapter: {n}.to_k_ip.weight / .to_v_ip.weight, n = 1, 3, ..., 139 (the 70 SDXL attn2 in diffusers' processor
   order: down, up, mid), no bias      (640|1280, 2048)     (64|128, 80)       query width x C
@@ -41,9 +41,9 @@ pulid_encoder: IDFormer(dim=D, depth, dim_head, heads, num_id_token=5, num_queri
   layers.{i}.0.to_out.weight                 (1024, 1024)         (48, 128)
   layers.{i}.1.0.{weight,bias}               (1024)               (48)               FeedForward LayerNorm
   layers.{i}.1.1.weight / .1.3.weight        (4096, 1024) / (1024, 4096)   (192, 48) / (48, 192)   ff_mult 4
-  mapping_{0..4}.{0,3}.weight / .bias        (1024, 1024)         (32, 32)           Linear(V, M), Linear(M, M)
-  mapping_{i}.{1,4} {weight,bias}            (1024)               (32)
-  mapping_{i}.6.weight / .bias               (1024, 1024) (1024)  (48, 32) (48)      Linear(M, D)
+  mapping_{0..4}.{0,3}.weight / .bias        (1024, 1024)         (192, 192)         Linear(V, M), Linear(M, M)
+  mapping_{i}.{1,4} {weight,bias}            (1024)               (192)
+  mapping_{i}.6.weight / .bias               (1024, 1024) (1024)  (48, 192) (48)     Linear(M, D)
   id_embedding_mapping.0.weight / .bias      (1024, 1280) (1024)  (36, 536) (36)     Linear(A, I), I real 1024
   id_embedding_mapping.{1,4} {weight,bias}   (1024)               (36)
   id_embedding_mapping.3.weight / .bias      (1024, 1024)         (36, 36)
@@ -58,17 +58,18 @@ single blocks 0, 4, ..., 36 (19 // 2 + 38 // 4 + 1 + 1 = 20)
 
 The real IDFormer asserts depth % 5 == 0 (depth // 5 layers per EVA scale), so the tiny keeps depth 10; 32 queries,
 5 ID tokens, 20 CA modules, ff_mult 4 and the head widths 64 / 128 are the real ones too, so the tiny key sets equal
-the released ones. The tiny widths all differ (D 48, O 40, H 64, I 36, V 32, E 24, attention 128 / 256), so mixing
+the released ones. The tiny widths all differ (D 48, O 40, H 64, I 36, V 192, E 24, attention 128 / 256), so mixing
 them up fails. The real files hard-code every 1024 above; a loader reads the tiny ones from the shapes.
 """
 import pathlib
+import types
 
 import torch
 from safetensors.torch import save_file
 
 from host_support import tiny_configs
 from tinymodels.ipadapter_files import cross_attn_widths
-from tinymodels.weights import random_tensors
+from tinymodels.weights import random_tensors, save_nested
 
 FOLDER = "pulid"  # models/pulid/
 SDXL_FILE = "ip-adapter_pulid_sdxl_fp16.safetensors"
@@ -78,7 +79,7 @@ FLUX_DTYPE = torch.bfloat16  # the dtype the reference pipeline runs the modules
 
 ARCFACE = 512  # antelopev2 ArcFace embedding, as in the real files
 EVA_EMBED = 24  # E: the tiny EVA02 tower's projection width (real 768)
-EVA_WIDTH = 32  # V: the tiny EVA02 tower's hidden width (real 1024)
+EVA_WIDTH = 192  # V: the tiny EVA02 tower's hidden width, 3 heads of 64 (real 1024, 16 heads)
 EVA_SCALES = 5  # hidden states read from the EVA tower (mapping_0..4)
 ID_TOKENS = 5
 NUM_CA = 20
@@ -218,7 +219,45 @@ def write_flux(path, seed=0):
     return _save(flux_state_dict(seed), path, FLUX_DTYPE)
 
 
+EVA_FILE = "EVA02_CLIP_L_336_psz14_s6B.pt"  # models/clip/, as PuLID users keep it
+TINY_EVA = dict(image_size=56, patch_size=14, width=EVA_WIDTH, depth=24, heads=EVA_WIDTH // 64,
+                mlp_hidden=int(EVA_WIDTH * 8 / 3), embed_dim=EVA_EMBED)  # eva_files' table; heads of 64 as released
+
+
+PARSER_FILE = "parsing_bisenet.pth"  # models/facexlib/, facexlib's face parser
+TINY_PARSER = dict(stem=8, widths=(8, 16, 32, 48), blocks=(2, 2, 2, 2), context=16, fuse=24, fuse_squeeze=6, head=20,
+                   aux_head16=10, aux_head32=12, classes=19)  # facexlib's BiSeNet: 64, (64..512), 128, 256, 64, 256
+
+
+def parser_state_dict(seed=0):
+    """A tiny BiSeNet face parser in facexlib's key layout (its shapes taken from the pack's port, whose key layout
+    tests/test_face_parsing.py proves equal to facexlib's); batch-norm statistics as a trained net keeps them."""
+    from ipadapter_kit.ipadapter_core.face_parsing import BiSeNet, ParserConfig
+
+    with torch.device("meta"):
+        shapes = {k: tuple(v.shape) for k, v in BiSeNet(ParserConfig(**TINY_PARSER)).state_dict().items()}
+    gen = torch.Generator().manual_seed(seed)
+    state = {}
+    for key, shape in shapes.items():
+        if key.endswith("num_batches_tracked"):
+            state[key] = torch.zeros((), dtype=torch.long)
+        elif key.endswith("running_var"):
+            state[key] = 0.5 + torch.rand(shape, generator=gen)
+        elif len(shape) > 1:
+            state[key] = torch.randn(shape, generator=gen) / torch.Size(shape[1:]).numel() ** 0.5
+        else:
+            state[key] = 0.1 * torch.randn(shape, generator=gen) + (1.0 if key.endswith(".weight") else 0.0)
+    return state
+
+
 def write_all(models, seed=0):
-    """models/pulid/ip-adapter_pulid_sdxl_fp16.safetensors and models/pulid/pulid_flux_v0.9.1.safetensors."""
+    """models/pulid/ip-adapter_pulid_sdxl_fp16.safetensors, models/pulid/pulid_flux_v0.9.1.safetensors, the tiny
+    EVA02-CLIP the PuLID encoders read (models/clip/EVA02_CLIP_L_336_psz14_s6B.pt) and the face parser
+    (models/facexlib/parsing_bisenet.pth)."""
+    from tinymodels.eva_files import write_eva
+
+    eva = types.SimpleNamespace(**TINY_EVA, grid=TINY_EVA["image_size"] // TINY_EVA["patch_size"])
     folder = pathlib.Path(models) / FOLDER
-    return {SDXL_FILE: write_sdxl(folder / SDXL_FILE, seed), FLUX_FILE: write_flux(folder / FLUX_FILE, seed + 1)}
+    return {SDXL_FILE: write_sdxl(folder / SDXL_FILE, seed), FLUX_FILE: write_flux(folder / FLUX_FILE, seed + 1),
+            EVA_FILE: write_eva(pathlib.Path(models) / "clip" / EVA_FILE, eva, 64, seed + 2),
+            PARSER_FILE: save_nested(parser_state_dict(seed + 3), pathlib.Path(models) / "facexlib" / PARSER_FILE)}

@@ -12,7 +12,7 @@ from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, i
                         ipadapter_files, pulid_files, sd3_adapter_files, sd3_models)
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "7"
+VERSION = "8"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 # Stability's sd_xl_base_1.0 single file: model.diffusion_model.*, conditioner.embedders.{0,1}.* (CLIP-L, OpenCLIP bigG)
 # and first_stage_model.* (a tiny TAESD here).
@@ -41,6 +41,8 @@ INSTANTID_CONTROLNET = instantid_files.CONTROLNET_FILE
 # (float16) and PuLID-Flux v0.9.1 (bfloat16), flat keys.
 PULID_SDXL = pulid_files.SDXL_FILE
 PULID_FLUX = pulid_files.FLUX_FILE
+EVA_CLIP = pulid_files.EVA_FILE
+FACE_PARSER = pulid_files.PARSER_FILE
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
 EMBEDS_FILE = "reference_embeds.safetensors"  # penultimate hidden states of the tiny ViT-H (plus adapters)
