@@ -1,10 +1,10 @@
 """The converter: plans each source node's replacement from mapping.RULES, then rewrites the graph.
 
 Source nodes are those of ComfyUI_IPAdapter_plus, of the Flux IP-Adapter packs (x-flux-comfyui,
-ComfyUI-IPAdapter-Flux), of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3) and of ComfyUI_InstantID. Both formats go
-through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API prompts
-({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds (the
-Flux and SD3 loaders' CLIP vision loader) get new ids.
+ComfyUI-IPAdapter-Flux), of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3), of ComfyUI_InstantID and of PuLID_ComfyUI.
+Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API
+prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds
+(the Flux and SD3 loaders' CLIP vision loader) get new ids.
 """
 import copy
 import json
@@ -624,14 +624,18 @@ class UIGraph:
         return view
 
     def _shared_touches(self, node):
-        """The source packs whose nodes this node is linked with through a type other packs use too."""
-        kinds = set()
+        """The source packs whose nodes this node is linked with through a type other packs use too (the pack of
+        the node at the other end: several source packs share some type names)."""
+        packs = set()
         for inp in node.get("inputs") or []:  # fed by one of their nodes
             link = self.links.get(inp.get("link"))
             if link is not None:
                 origin, slot = self.follow(link[1], link[2])
-                outputs = SOURCES[self.type_of(origin)]["outputs"] if self.type_of(origin) in SOURCES else []
-                kinds.add(outputs[slot][1] if isinstance(slot, int) and 0 <= slot < len(outputs) else None)
+                kind = self.type_of(origin)
+                outputs = SOURCES[kind]["outputs"] if kind in SOURCES else []
+                if isinstance(slot, int) and 0 <= slot < len(outputs) and \
+                        outputs[slot][1] in mapping.SHARED_SOURCE_TYPES:
+                    packs.add(PACK_OF[kind])
         for out in node.get("outputs") or []:  # feeding one of their nodes
             for link in (self.links.get(lid) for lid in out.get("links") or []):
                 target = self.nodes.get(link[3]) if link else None
@@ -639,8 +643,9 @@ class UIGraph:
                     inputs = target.get("inputs") or []
                     slot = link[4]
                     name = inputs[slot].get("name") if isinstance(slot, int) and 0 <= slot < len(inputs) else None
-                    kinds.add(SOURCES[target["type"]]["sockets"].get(name))
-        return {mapping.SOURCE_TYPES[kind] for kind in kinds if kind in mapping.SHARED_SOURCE_TYPES}
+                    if SOURCES[target["type"]]["sockets"].get(name) in mapping.SHARED_SOURCE_TYPES:
+                        packs.add(PACK_OF[target["type"]])
+        return packs
 
 
 def convert_ui_graph(graph, report, ids, label=""):
@@ -709,7 +714,7 @@ def convert_ui_graph(graph, report, ids, label=""):
     for node in graph.get("nodes") or []:
         plan = plans.get(node["id"])
         if plan is None:
-            if node["type"] == REROUTE:  # a reroute carries the type it passes on
+            if node["type"] == REROUTE and ui.follow(node["id"], 0)[0] in plans:  # it carries the type it passes on
                 for slot in (node.get("inputs") or []) + (node.get("outputs") or []):
                     slot["type"] = mapping.SOCKET_TYPES.get(slot.get("type"), slot.get("type"))
             for inp in node.get("inputs") or []:
@@ -881,9 +886,10 @@ class APIGraph:
         packs = set()
         for src, slot in linked.values():
             src_kind = self.type_of(src)
-            if src_kind in SOURCES and slot < len(SOURCES[src_kind]["outputs"]):
-                packs.add(mapping.SOURCE_TYPES.get(SOURCES[src_kind]["outputs"][slot][1]))
-        return packs - {None}
+            if src_kind in SOURCES and slot < len(SOURCES[src_kind]["outputs"]) and \
+                    SOURCES[src_kind]["outputs"][slot][1] in mapping.SOURCE_TYPES:
+                packs.add(PACK_OF[src_kind])
+        return packs
 
 
 def convert_api(prompt, report):
@@ -892,7 +898,8 @@ def convert_api(prompt, report):
     for node_id, node in prompt.items():  # producers of the source packs' objects for their nodes count too
         for name, value in (node.get("inputs") or {}).items():
             kind = node.get("class_type")
-            pack = mapping.SOURCE_TYPES.get(SOURCES[kind]["sockets"].get(name)) if kind in SOURCES else None
+            pack = PACK_OF[kind] if kind in SOURCES and SOURCES[kind]["sockets"].get(name) in mapping.SOURCE_TYPES \
+                else None
             if _is_link(value) and pack:
                 for view in views:
                     if view.id == str(value[0]):
@@ -967,8 +974,8 @@ def convert(workflow):
     mapped = sum(1 for line in report.lines if line.startswith("mapped:"))
     unmapped, lossy = report.counts[UNMAPPED], report.counts[LOSSY]
     if not mapped and not unmapped:
-        report.lines.append("note: no IPAdapter_plus, Flux IP-Adapter, SD3.5 IP-Adapter or InstantID node found; "
-                            "nothing to convert")
+        report.lines.append("note: no IPAdapter_plus, Flux IP-Adapter, SD3.5 IP-Adapter, InstantID or PuLID node "
+                            "found; nothing to convert")
     else:
         report.lines.append(f"summary: {mapped} node(s) converted, {unmapped} left as they are, "
                             f"{lossy} lossy change(s)")

@@ -2,12 +2,13 @@
 
 SOURCES describes the nodes of ComfyUI_IPAdapter_plus (v2), of the two Flux IP-Adapter packs (XLabs-AI's
 x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter), of Slickytail's
-ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter) and of cubiq's ComfyUI_InstantID (InstantID: face
-IP-Adapter plus IdentityNet ControlNet) as their INPUT_TYPES declare them: socket inputs,
-widgets in widgets_values order (and the layouts of earlier releases), outputs by slot. TARGETS describes the nodes
-the converter writes (this pack's, plus core nodes it adds) as /object_info reports them (a test compares them with
-the live server, so they cannot drift). RULES says, per source node type, which node of this pack replaces it and
-how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new node).
+ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter), of cubiq's ComfyUI_InstantID (InstantID: face
+IP-Adapter plus IdentityNet ControlNet) and of cubiq's PuLID_ComfyUI (PuLID for SDXL) as their INPUT_TYPES declare
+them: socket inputs, widgets in widgets_values order (and the layouts of earlier releases), outputs by slot. TARGETS
+describes the nodes the converter writes (this pack's, plus core nodes it adds) as /object_info reports them (a test
+compares them with the live server, so they cannot drift). RULES says, per source node type, which node of this pack
+replaces it and how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new
+node).
 """
 import math
 from dataclasses import dataclass, field
@@ -16,22 +17,24 @@ from dataclasses import dataclass, field
 # Socket types. Theirs -> ours: the objects differ, so the type names do too.
 IPADAPTER, EMBEDS = "IPADAPTER_KIT", "IPADAPTER_KIT_EMBEDS"
 PARAMS, INSIGHTFACE = "IPADAPTER_KIT_PARAMS", "INSIGHTFACE_KIT"
-FACE_TOKENS = "IPAKIT_FACE_TOKENS"
+FACE_TOKENS, EVA_CLIP = "IPAKIT_FACE_TOKENS", "IPAKIT_EVA_CLIP"
 PLUS, XLABS, INSTANTX = "IPAdapter_plus", "x-flux-comfyui", "ComfyUI-IPAdapter-Flux"
-SD3, INSTANTID = "ComfyUI-InstantX-IPAdapter-SD3", "ComfyUI_InstantID"
+SD3, INSTANTID, PULID = "ComfyUI-InstantX-IPAdapter-SD3", "ComfyUI_InstantID", "PuLID_ComfyUI"
 SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE,
                 "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER,
                 "IP_ADAPTER_SD3_INSTANTX": IPADAPTER, "INSTANTID": IPADAPTER, "FACEANALYSIS": INSIGHTFACE,
-                "FACE_EMBEDS": FACE_TOKENS}
+                "FACE_EMBEDS": FACE_TOKENS, "PULID": IPADAPTER, "EVA_CLIP": EVA_CLIP}
 # Types only the source packs' objects travel on (-> the pack): a node we do not know that touches one is reported.
 SOURCE_TYPES = {**{kind: PLUS for kind in ("IPADAPTER", "EMBEDS", "IPADAPTER_PARAMS", "INSIGHTFACE",
                                            "WEIGHTS_STRATEGY")},
                 "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX, "IP_ADAPTER_SD3_INSTANTX": SD3,
-                **dict.fromkeys(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS"), INSTANTID)}
-# Of those, the ones other packs use too (PuLID, InfiniteYou and others load a FACEANALYSIS; forks of
-# ComfyUI_InstantID keep its type names): a node we do not know counts as touching one only through a link to or
-# from a node of the source pack, not by having a socket of that type.
-SHARED_SOURCE_TYPES = frozenset(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS"))
+                **dict.fromkeys(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS"), INSTANTID),
+                **dict.fromkeys(("PULID", "EVA_CLIP"), PULID)}
+# Of those, the ones other packs use too (ComfyUI_InstantID and PuLID_ComfyUI both load a FACEANALYSIS, so do
+# PuLID-Flux, InfiniteYou and others; PuLID-Flux loads an EVA_CLIP too; forks keep their pack's type names): a node
+# we do not know counts as touching one only through a link to or from a node of a source pack, not by having a
+# socket of that type, and the pack it is reported with is that node's (PACK_OF), not SOURCE_TYPES'.
+SHARED_SOURCE_TYPES = frozenset(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS", "PULID", "EVA_CLIP"))
 FLUX_DOUBLE_BLOCKS = 19  # Flux dev / schnell; block_weights names them d0..d18
 SD35_SHIFT = 3.0  # the flow shift of SD3.5 Large (ComfyUI's SD3 model config) when no ModelSamplingSD3 sets one
 
@@ -54,6 +57,7 @@ NOISE_TYPES = ("fade", "dissolve", "gaussian", "shuffle")
 TILE_MODES = ("tiles with masks", "enhance whole image")
 INSTANTID_COMBINE = ("average", "norm average", "concat")
 INSTANTID_PACK = "antelopev2"  # the InsightFace pack ComfyUI_InstantID always loads (InstantID was trained on it)
+PULID_PACK = "antelopev2"  # the one PuLID_ComfyUI always loads (det_size 640, as here)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -241,6 +245,33 @@ INSTANTID_TARGETS = {
         [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
 }
 TARGETS.update(INSTANTID_TARGETS)
+
+# PuLID for SDXL (newer still: tests/test_migrate.py skips the live check of one the server does not register yet).
+# Their advanced node's noise goes down to -1 (negative noise); here it is 0..1, so a negative one is reported.
+PULID_PROJECTIONS = ("ortho_v2", "ortho", "none")
+PULID_METHODS = ("fidelity", "style", "neutral")
+EVA_FILE = "EVA02_CLIP_L_336_psz14_s6B.pt"  # EVA02-CLIP-L-14-336, the tower PuLID was trained with
+FACE_PARSER_FILE = "parsing_bisenet.pth"  # facexlib's BiSeNet face parser
+_PULID_SOCKETS = [sock("model", "MODEL"), sock("pulid", IPADAPTER), sock("eva_clip", EVA_CLIP),
+                  sock("insightface", INSIGHTFACE), sock("image", "IMAGE")]
+PULID_TARGETS = {
+    "IPAKitPuLIDLoader": node("IPAdapter Kit: Load PuLID", [combo("pulid_file", (), dynamic=True)],
+                              [("PULID", IPADAPTER)]),
+    "IPAKitEVACLIPLoader": node(
+        "IPAdapter Kit: Load EVA-CLIP (PuLID)",
+        [combo("eva_file", (), dynamic=True), combo("parser_file", (), dynamic=True)],
+        [("EVA_CLIP", EVA_CLIP)]),
+    "IPAKitApplyPuLID": node(
+        "IPAdapter Kit: Apply PuLID",
+        [*_PULID_SOCKETS, combo("method", PULID_METHODS), weight(), *schedule(), sock("attn_mask", "MASK", True)],
+        [("MODEL", "MODEL")]),
+    "IPAKitApplyPuLIDAdvanced": node(
+        "IPAdapter Kit: Apply PuLID (advanced)",
+        [*_PULID_SOCKETS, weight(), combo("projection", PULID_PROJECTIONS), num("fidelity", "INT", 8, 0, 32),
+         num("noise", "FLOAT", 0.0, 0.0, 1.0), *schedule(), sock("attn_mask", "MASK", True)],
+        [("MODEL", "MODEL")]),
+}
+TARGETS.update(PULID_TARGETS)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -453,10 +484,26 @@ INSTANTID_SOURCES = {
             ["strength", *_INSTANTID_SCHEDULE], [("positive", "CONDITIONING"), ("negative", "CONDITIONING")]),
     },
 }
+# cubiq's PuLID_ComfyUI (pulid.py). Its widgets kept one layout from its first release (8 May 2024, ApplyPulid;
+# ApplyPulidAdvanced since 13 May 2024) to its last (commit 4e1fd40): later releases only added attn_mask (a socket)
+# and providers. Its EVA-CLIP loader has no widget: it downloaded EVA02-CLIP-L-14-336 itself.
+_PULID_APPLY = [("model", "MODEL"), ("pulid", "PULID"), ("eva_clip", "EVA_CLIP"), ("face_analysis", "FACEANALYSIS"),
+                ("image", "IMAGE"), ("attn_mask", "MASK")]
+PULID_SOURCES = {
+    PULID: {
+        "PulidModelLoader": theirs("Load PuLID Model", [], ["pulid_file"], [("PULID", "PULID")]),
+        "PulidInsightFaceLoader": theirs("Load InsightFace (PuLID)", [], ["provider"],
+                                         [("FACEANALYSIS", "FACEANALYSIS")]),
+        "PulidEvaClipLoader": theirs("Load Eva Clip (PuLID)", [], [], [("EVA_CLIP", "EVA_CLIP")]),
+        "ApplyPulid": theirs("Apply PuLID", _PULID_APPLY, ["method", "weight", "start_at", "end_at"], _MODEL),
+        "ApplyPulidAdvanced": theirs("Apply PuLID Advanced", _PULID_APPLY,
+                                     ["weight", "projection", "fidelity", "noise", "start_at", "end_at"], _MODEL),
+    },
+}
 # Core nodes whose widgets the converter reads (widgets_values order).
 CORE_WIDGETS = {"CLIPVisionEncode": ("crop",), "ModelSamplingSD3": ("shift",)}
 PACK_OF = dict.fromkeys(SOURCES, PLUS)  # source node type -> its pack (for the report)
-for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES, **INSTANTID_SOURCES}.items():
+for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES, **INSTANTID_SOURCES, **PULID_SOURCES}.items():
     SOURCES.update(_nodes)
     PACK_OF.update(dict.fromkeys(_nodes, _pack))
 
@@ -491,6 +538,11 @@ NOT_MAPPED = {
     "PrepImageForInsightFace": "an IPAdapter_plus v1 node (replaced in its v2): IPAdapter Kit: Apply FaceID crops "
                                "faces itself",
 }
+# balazik's ComfyUI-PuLID-Flux (pulidflux.py; forks such as ComfyUI-PuLID-Flux-Enhanced keep these ids).
+PULID_FLUX_NOT_MAPPED = dict.fromkeys(
+    ("PulidFluxModelLoader", "PulidFluxInsightFaceLoader", "PulidFluxEvaClipLoader", "ApplyPulidFlux"),
+    "PuLID for Flux is not in this version yet")
+NOT_MAPPED.update(PULID_FLUX_NOT_MAPPED)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -807,4 +859,26 @@ RULES.update({
                                     fixed={"combine_embeds": "average"}),
     "ApplyInstantIDControlNet": Rule("IPAKitInstantIDControlNet",
                                      rename={"face_embeds": "face_tokens", **INSTANTID_MASK}),
+})
+
+# cubiq's PuLID_ComfyUI (SDXL). Its PuLID file stays in models/pulid, its InsightFace pack in
+# models/insightface/models/antelopev2. Its EVA-CLIP loader downloaded the EVA tower and facexlib its face parser;
+# here both are files (EVA02_CLIP_L_336_psz14_s6B.pt in models/clip or models/clip_vision, parsing_bisenet.pth in
+# models/facexlib). Their apply nodes' widgets carry over by name (their advanced fidelity is the number of zero
+# tokens, as here).
+EVA_URL = f"https://huggingface.co/QuanSun/EVA-CLIP/resolve/main/{EVA_FILE}"
+FACE_PARSER_URL = f"https://github.com/xinntao/facexlib/releases/download/v0.2.0/{FACE_PARSER_FILE}"
+PULID_EVA_DOWNLOAD = (
+    f"PuLID_ComfyUI downloaded the EVA-CLIP tower and the face parser itself (into the Hugging Face cache and "
+    f"facexlib's weights folder); here they are files: download {EVA_FILE} ({EVA_URL}) into models/clip and "
+    f"{FACE_PARSER_FILE} ({FACE_PARSER_URL}) into models/facexlib")
+PULID_FACE = {"face_analysis": "insightface"}
+RULES.update({
+    "PulidModelLoader": Rule("IPAKitPuLIDLoader"),
+    "PulidInsightFaceLoader": Rule("IPAKitInsightFaceLoader", values={"provider": provider},
+                                   fixed={"pack": PULID_PACK}),
+    "PulidEvaClipLoader": Rule("IPAKitEVACLIPLoader", fixed={"eva_file": EVA_FILE, "parser_file": FACE_PARSER_FILE},
+                               notes=(PULID_EVA_DOWNLOAD,)),
+    "ApplyPulid": Rule("IPAKitApplyPuLID", rename=PULID_FACE),
+    "ApplyPulidAdvanced": Rule("IPAKitApplyPuLIDAdvanced", rename=PULID_FACE),
 })

@@ -1,7 +1,7 @@
 """The workflow converter (migrate/): its embedded node layouts against the live server, the mapping of hand-built
 IPAdapter_plus, Flux IP-Adapter pack (x-flux-comfyui, ComfyUI-IPAdapter-Flux) and SD3.5 IP-Adapter pack
-(ComfyUI-InstantX-IPAdapter-SD3) workflows and of ComfyUI_InstantID's example workflows (UI and API format), the
-converted graphs run through the server, and the CLI."""
+(ComfyUI-InstantX-IPAdapter-SD3) workflows and of ComfyUI_InstantID's and PuLID_ComfyUI's example workflows (UI and
+API format; ComfyUI-PuLID-Flux's are left as they are), the converted graphs run through the server, and the CLI."""
 import ast
 import copy
 import json
@@ -50,15 +50,16 @@ def object_info(comfy_server):
     return comfy_server.get("/object_info")
 
 
-# This pack's InstantID nodes are newer than the converter's rules for them: a check against the live server that
-# needs one the server does not register yet is skipped (it runs by itself once the node is there).
-PENDING_TARGETS = frozenset(mapping.INSTANTID_TARGETS)
+# This pack's InstantID and PuLID nodes are newer than the converter's rules for them: a check against the live
+# server that needs one the server does not register yet is skipped (it runs by itself once the node is there).
+PENDING_TARGETS = frozenset(mapping.INSTANTID_TARGETS) | frozenset(mapping.PULID_TARGETS)
 
 
 def skip_unregistered(object_info, *node_ids):
     missing = [node_id for node_id in node_ids if node_id in PENDING_TARGETS and node_id not in object_info]
     if missing:
-        pytest.skip(f"the server does not register {', '.join(missing)} yet (IPAdapter Kit's InstantID nodes are "
+        family = "PuLID" if any(node_id in mapping.PULID_TARGETS for node_id in missing) else "InstantID"
+        pytest.skip(f"the server does not register {', '.join(missing)} yet (IPAdapter Kit's {family} nodes are "
                     "still being written); the converter's layout for it is checked once it is")
 
 
@@ -445,12 +446,15 @@ SAMPLE_WIDGETS = {"weight": 1.0, "weight_type": "linear", "combine_embeds": "con
                   "ipadapter": "ip-adapter.bin", "start_percent": 0.0, "end_percent": 1.0, "weight_start": 0.0,
                   "weight_end": 1.0, "steps": 10,
                   # ComfyUI_InstantID
-                  "instantid_file": "ip-adapter.bin", "ip_weight": 0.8, "cn_strength": 0.8, "noise": 0.35}
+                  "instantid_file": "ip-adapter.bin", "ip_weight": 0.8, "cn_strength": 0.8, "noise": 0.35,
+                  # PuLID_ComfyUI
+                  "pulid_file": "ip-adapter_pulid_sdxl_fp16.safetensors", "projection": "ortho", "fidelity": 16}
 SAMPLE_OVERRIDES = {"IPAdapter": {"weight_type": "standard"},
                     "IPAdapterFluxLoader": {"clip_vision": "google/siglip-so400m-patch14-384", "provider": "cuda"},
                     "IPAdapterFluxLoaderAdvanced": {"clip_vision": "google/siglip-so400m-patch14-384"},
                     "IPAdapterUnifiedLoader": {"preset": "PLUS (high strength)"},
-                    "IPAdapterUnifiedLoaderFaceID": {"preset": "FACEID PORTRAIT UNNORM - SDXL only (strong)"}}
+                    "IPAdapterUnifiedLoaderFaceID": {"preset": "FACEID PORTRAIT UNNORM - SDXL only (strong)"},
+                    "ApplyPulid": {"method": "style"}}
 
 
 def test_every_mapped_node_type_converts_to_values_the_server_accepts(object_info):
@@ -465,14 +469,15 @@ def test_every_mapped_node_type_converts_to_values_the_server_accepts(object_inf
         kind = prompt[node_id]["class_type"]
         assert node["class_type"] == mapping.RULES[kind].target, kind
         if node["class_type"] in PENDING_TARGETS and node["class_type"] not in object_info:
-            continue  # an InstantID node not registered yet: checked here once it is
+            continue  # an InstantID or PuLID node not registered yet: checked here once it is
         info = object_info[node["class_type"]]
         for name, spec_kind, opts in widget_slots(info):
             if name is None:
                 continue
             value = node["inputs"][name]
             options = spec_kind if isinstance(spec_kind, list) else opts.get("options")
-            if options is not None and name not in ("embeds_file", "ipadapter_file", "pack", "instantid_file"):
+            if options is not None and name not in ("embeds_file", "ipadapter_file", "pack", "instantid_file",
+                                                    "pulid_file", "eva_file", "parser_file"):
                 assert value in options, (kind, name, value)
             if "min" in opts:
                 assert opts["min"] <= value <= opts["max"], (kind, name, value)
@@ -1349,13 +1354,13 @@ def test_instantid_api_prompt_converts():
 
 
 def test_face_analysis_of_other_packs_is_theirs_unless_linked_to_instantid_nodes():
-    # cubiq's ComfyUI_PuLID (and others) load a FACEANALYSIS of their own: alone, their nodes are no concern
-    pulid = {"1": {"class_type": "PulidInsightFaceLoader", "inputs": {"provider": "CPU"}},
-             "2": {"class_type": "ApplyPulid", "inputs": {"face_analysis": ["1", 0], "weight": 1.0}},
+    # other packs (InfiniteYou, PuLID-Flux and more) load a FACEANALYSIS of their own: alone, their nodes are no concern
+    other = {"1": {"class_type": "ACME_FaceAnalysisLoader", "inputs": {"provider": "CPU"}},
+             "2": {"class_type": "ACME_ApplyFaceID", "inputs": {"face_analysis": ["1", 0], "weight": 1.0}},
              "3": {"class_type": "InstantIDModelLoader", "inputs": {"instantid_file": "ip-adapter.bin"}}}
-    result = convert(pulid)
-    assert problems(result) == [] and result.workflow["2"] == pulid["2"]
-    mixed = copy.deepcopy(pulid)  # fed by InstantID's face analysis, which becomes this pack's InsightFace
+    result = convert(other)
+    assert problems(result) == [] and result.workflow["2"] == other["2"]
+    mixed = copy.deepcopy(other)  # fed by InstantID's face analysis, which becomes this pack's InsightFace
     mixed["4"] = {"class_type": "InstantIDFaceAnalysis", "inputs": {"provider": "CPU"}}
     mixed["2"]["inputs"]["face_analysis"] = ["4", 0]
     mixed["5"] = {"class_type": "ApplyInstantIDControlNet", "inputs": {"face_embeds": ["6", 0]}}
@@ -1363,21 +1368,22 @@ def test_face_analysis_of_other_packs_is_theirs_unless_linked_to_instantid_nodes
     found = problems(convert(mixed))
     foreign = ("left as it is: not an ComfyUI_InstantID node this converter knows, and it uses their IP-Adapter "
                "objects, which the nodes here do not produce")
-    assert found == [f"unmapped: node 2 ApplyPulid: {foreign}", f"unmapped: node 6 ACME_FaceEmbeds: {foreign}"]
+    assert found == [f"unmapped: node 2 ACME_ApplyFaceID: {foreign}", f"unmapped: node 6 ACME_FaceEmbeds: {foreign}"]
 
     workflow = load_instantid("InstantID_basic")  # the same in a UI workflow
     nodes = nodes_by_id(workflow)
-    loader = {"id": 80, "type": "PulidInsightFaceLoader", "pos": [0, 0], "size": [315, 58], "flags": {}, "order": 0,
-              "mode": 0, "inputs": [], "outputs": [{"name": "FACEANALYSIS", "type": "FACEANALYSIS", "links": [300]}],
-              "properties": {}, "widgets_values": ["CPU"]}
-    apply = {"id": 81, "type": "ApplyPulid", "pos": [0, 100], "size": [315, 200], "flags": {}, "order": 1,
+    loader = {"id": 80, "type": "ACME_FaceAnalysisLoader", "pos": [0, 0], "size": [315, 58], "flags": {},
+              "order": 0, "mode": 0, "inputs": [],
+              "outputs": [{"name": "FACEANALYSIS", "type": "FACEANALYSIS", "links": [300]}], "properties": {},
+              "widgets_values": ["CPU"]}
+    apply = {"id": 81, "type": "ACME_ApplyFaceID", "pos": [0, 100], "size": [315, 200], "flags": {}, "order": 1,
              "mode": 0, "inputs": [{"name": "face_analysis", "type": "FACEANALYSIS", "link": 300}],
              "outputs": [{"name": "MODEL", "type": "MODEL", "links": []}], "properties": {}, "widgets_values": [1.0]}
     workflow["nodes"] += [loader, apply]
     workflow["links"].append([300, 80, 0, 81, 0, "FACEANALYSIS"])
     workflow["last_link_id"] = 300
     assert problems(convert(workflow)) == []
-    # now the PuLID node takes InstantID's face analysis, and PuLID's loader feeds the InstantID node
+    # now the other pack's node takes InstantID's face analysis, and its loader feeds the InstantID node
     workflow["links"][-1] = [300, 38, 0, 81, 0, "FACEANALYSIS"]
     nodes[38]["outputs"][0]["links"].append(300)
     loader["outputs"][0]["links"] = [301]
@@ -1387,8 +1393,8 @@ def test_face_analysis_of_other_packs_is_theirs_unless_linked_to_instantid_nodes
     nodes[60]["inputs"][1]["link"] = 301
     workflow["last_link_id"] = 301
     _link_table_is_consistent(workflow)
-    assert problems(convert(workflow)) == [f"unmapped: node 80 PulidInsightFaceLoader: {foreign}",
-                                           f"unmapped: node 81 ApplyPulid: {foreign}"]
+    assert problems(convert(workflow)) == [f"unmapped: node 80 ACME_FaceAnalysisLoader: {foreign}",
+                                           f"unmapped: node 81 ACME_ApplyFaceID: {foreign}"]
 
 
 def test_reroutes_pass_instantid_types_on():
@@ -1477,3 +1483,407 @@ def test_converted_instantid_workflow_runs(name, comfy_server, object_info):
             node["mode"] = 4
     without = run_one_image(comfy_server, to_api(converted, object_info))
     assert np.abs(with_instantid - without).max() > 0, "the converted InstantID nodes did not change the image"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# cubiq's PuLID_ComfyUI (SDXL) and balazik's ComfyUI-PuLID-Flux. Fixtures (tests/data/pulid_pack/README.md): the
+# examples/*.json of PuLID_ComfyUI as published (commit 4e1fd40) and ComfyUI-PuLID-Flux's
+# examples/pulid_flux_16bit_simple.json (commit a80912f), unchanged.
+PULID_DATA = ROOT / "tests" / "data" / "pulid_pack"
+PULID_EXAMPLES = ["PuLID_simple", "PuLID_attention_mask", "PuLID_IPAdapter_style_transfer", "PuLID_lightning_lora",
+                  "PuLID_4-Step_lightning"]
+EVA_DOWNLOAD = (
+    "PuLID_ComfyUI downloaded the EVA-CLIP tower and the face parser itself (into the Hugging Face cache and "
+    "facexlib's weights folder); here they are files: download EVA02_CLIP_L_336_psz14_s6B.pt "
+    "(https://huggingface.co/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt) into models/clip and "
+    "parsing_bisenet.pth (https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth) into "
+    "models/facexlib")
+PULID_LOADERS = {"eva": ["mapped: node 19: PulidEvaClipLoader -> IPAKitEVACLIPLoader",
+                         f"note: node 19 PulidEvaClipLoader -> IPAKitEVACLIPLoader: {EVA_DOWNLOAD}"],
+                 "face": ["mapped: node 17: PulidInsightFaceLoader -> IPAKitInsightFaceLoader"],
+                 "pulid": ["mapped: node 16: PulidModelLoader -> IPAKitPuLIDLoader"]}
+PULID_LOADER_LINES = PULID_LOADERS["eva"] + PULID_LOADERS["face"] + PULID_LOADERS["pulid"]
+NOT_YET_FLUX = "left as it is: PuLID for Flux is not in this version yet"
+
+
+def pulid_others(count, *extra):
+    names = sorted({"CLIPTextEncode", "CheckpointLoaderSimple", "EmptyLatentImage", "KSampler", "LoadImage",
+                    "PreviewImage", "VAEDecode", *extra})
+    return f"note: graph: {count} other node(s) left as they are: {', '.join(names)}"
+
+
+def apply_pulid(node_id):
+    return f"mapped: node {node_id}: ApplyPulid -> IPAKitApplyPuLID"
+
+
+def converted_summary(count):
+    return f"summary: {count} node(s) converted, 0 left as they are, 0 lossy change(s)"
+
+
+PULID_REPORTS = {
+    "PuLID_simple": [*PULID_LOADER_LINES, apply_pulid(33), pulid_others(8), converted_summary(4)],
+    "PuLID_attention_mask": [apply_pulid(33), *PULID_LOADERS["pulid"], *PULID_LOADERS["eva"], *PULID_LOADERS["face"],
+                             apply_pulid(47), pulid_others(13, "InvertMask", "MaskComposite", "SolidMask"),
+                             converted_summary(5)],
+    "PuLID_IPAdapter_style_transfer": [
+        *PULID_LOADER_LINES, apply_pulid(33), "mapped: node 47: IPAdapterUnifiedLoader -> IPAKitUnifiedLoader",
+        "mapped: node 46: IPAdapterAdvanced -> IPAKitApplyAdvanced", pulid_others(9), converted_summary(6)],
+    "PuLID_lightning_lora": [*PULID_LOADER_LINES, apply_pulid(33), pulid_others(9, "LoraLoaderModelOnly"),
+                             converted_summary(4)],
+    "PuLID_4-Step_lightning": [*PULID_LOADER_LINES, apply_pulid(33), pulid_others(9, "UNETLoader"),
+                               converted_summary(4)],
+    "pulid_flux_16bit_simple": [
+        f"unmapped: node 53 PulidFluxInsightFaceLoader: {NOT_YET_FLUX}",
+        f"unmapped: node 51 PulidFluxEvaClipLoader: {NOT_YET_FLUX}",
+        f"unmapped: node 45 PulidFluxModelLoader: {NOT_YET_FLUX}",
+        f"unmapped: node 62 ApplyPulidFlux: {NOT_YET_FLUX}",
+        "note: graph: 14 other node(s) left as they are: BasicGuider, BasicScheduler, CLIPTextEncode, DualCLIPLoader, "
+        "EmptySD3LatentImage, FluxGuidance, KSamplerSelect, LoadImage, PreviewImage, RandomNoise, "
+        "SamplerCustomAdvanced, UNETLoader, VAEDecode, VAELoader",
+        "summary: 0 node(s) converted, 4 left as they are, 0 lossy change(s)"],
+}
+PULID_INPUTS = ["model", "pulid", "eva_clip", "insightface", "image", "attn_mask"]
+THEIR_PULID_TYPES = {"PULID", "EVA_CLIP", "FACEANALYSIS"}
+
+
+def load_pulid(name):
+    return json.loads((PULID_DATA / f"{name}.json").read_text())
+
+
+def test_pulid_fixtures_are_their_published_files():
+    assert sorted(p.stem for p in PULID_DATA.glob("*.json")) == sorted(PULID_REPORTS)
+    assert (PULID_DATA / "README.md").is_file()
+    for name in PULID_REPORTS:
+        _link_table_is_consistent(load_pulid(name))
+
+
+@pytest.mark.parametrize("name", list(PULID_REPORTS))
+def test_pulid_workflow_converts_with_the_expected_report(name):
+    source = load_pulid(name)
+    before = copy.deepcopy(source)
+    result = convert(source)
+    assert source == before, "the input workflow was modified"
+    assert result.report == PULID_REPORTS[name]
+    converted = result.workflow
+    if name.startswith("pulid_flux"):  # nothing of PuLID-Flux is converted: the workflow stays as it was
+        assert result.exit_code == 2 and converted == before
+        return
+    assert result.exit_code == 0
+    _link_table_is_consistent(converted)
+    assert [n["id"] for n in converted["nodes"]] == [n["id"] for n in before["nodes"]]  # nothing added or removed
+    for node, old in zip(converted["nodes"], before["nodes"]):
+        assert (node["pos"], node["size"], node["mode"]) == (old["pos"], old["size"], old["mode"])
+        if node["type"].startswith("IPAKit"):  # their types and input names are gone
+            sockets = (node.get("inputs") or []) + (node.get("outputs") or [])
+            assert not {s["type"] for s in sockets} & THEIR_PULID_TYPES, node["id"]
+            assert "face_analysis" not in {s["name"] for s in sockets}, node["id"]
+    assert not {link[5] for link in converted["links"]} & THEIR_PULID_TYPES
+    assert converted["last_link_id"] == before["last_link_id"] and converted["last_node_id"] == before["last_node_id"]
+
+
+@pytest.mark.parametrize("name", PULID_EXAMPLES)
+def test_pulid_examples_keep_their_values_and_links(name):
+    converted = convert(load_pulid(name)).workflow
+    nodes = nodes_by_id(converted)
+    loader, face, eva = nodes[16], nodes[17], nodes[19]
+    assert loader["type"] == "IPAKitPuLIDLoader"
+    assert loader["widgets_values"] == ["ip-adapter_pulid_sdxl_fp16.safetensors"]
+    assert loader["outputs"][0]["name"] == "PULID" and loader["outputs"][0]["type"] == "IPADAPTER_KIT"
+    assert face["type"] == "IPAKitInsightFaceLoader" and face["widgets_values"] == ["antelopev2", "CPU", 640]
+    assert eva["type"] == "IPAKitEVACLIPLoader"  # theirs had no widget: the files it downloaded
+    assert eva["widgets_values"] == ["EVA02_CLIP_L_336_psz14_s6B.pt", "parsing_bisenet.pth"]
+    assert eva["outputs"][0]["name"] == "EVA_CLIP" and eva["outputs"][0]["type"] == "IPAKIT_EVA_CLIP"
+    weight = 0.7000000000000001 if name == "PuLID_attention_mask" else 0.8
+    model = {"PuLID_lightning_lora": 45, "PuLID_4-Step_lightning": 41}.get(name, 4)
+    applies = {33: (model, 12)} if name != "PuLID_attention_mask" else {33: (4, 12), 47: (33, 49)}
+    for node_id, (model_from, image_from) in applies.items():
+        node = nodes[node_id]
+        assert node["type"] == "IPAKitApplyPuLID" and "title" not in node
+        assert node["widgets_values"] == ["fidelity", weight, 0, 1]  # method, weight, start_at, end_at
+        assert [inp["name"] for inp in node["inputs"]] == PULID_INPUTS
+        assert [(out["name"], out["type"]) for out in node["outputs"]] == [("MODEL", "MODEL")]
+        links = linked_inputs(converted, node_id)
+        assert links["pulid"] == (16, 0, "IPADAPTER_KIT") and links["eva_clip"] == (19, 0, "IPAKIT_EVA_CLIP")
+        assert links["insightface"] == (17, 0, "INSIGHTFACE_KIT")
+        assert links["model"] == (model_from, 0, "MODEL") and links["image"] == (image_from, 0, "IMAGE")
+    if name == "PuLID_attention_mask":  # each face keeps its mask; the two applies chain into the sampler
+        assert linked_inputs(converted, 33)["attn_mask"] == (87, 0, "MASK")
+        assert linked_inputs(converted, 47)["attn_mask"] == (48, 0, "MASK")
+        assert linked_inputs(converted, 3)["model"] == (47, 0, "MODEL")
+    elif name == "PuLID_IPAdapter_style_transfer":  # PuLID's model goes on to IPAdapter_plus's converted nodes
+        assert linked_inputs(converted, 47)["model"] == (33, 0, "MODEL")
+        assert nodes[46]["type"] == "IPAKitApplyAdvanced" and linked_inputs(converted, 3)["model"][0] == 46
+    else:
+        assert "attn_mask" not in linked_inputs(converted, 33)
+        assert linked_inputs(converted, 3)["model"] == (33, 0, "MODEL")
+
+
+def pulid_advanced(workflow, values):
+    """The PuLID_simple example with its Apply PuLID swapped for Apply PuLID Advanced saved with these values."""
+    node = nodes_by_id(workflow)[33]
+    node.update(type="ApplyPulidAdvanced", widgets_values=values)
+    node["properties"]["Node name for S&R"] = "ApplyPulidAdvanced"
+    return workflow
+
+
+def test_pulid_advanced_node_maps_its_widgets_by_name():
+    # theirs: weight, projection, fidelity (the zero tokens), noise, start_at, end_at
+    result = convert(pulid_advanced(load_pulid("PuLID_simple"), [0.9, "ortho", 16, 0.3, 0.1, 0.8]))
+    assert mapped(result)["33"] == "ApplyPulidAdvanced -> IPAKitApplyPuLIDAdvanced"
+    assert problems(result) == [] and result.exit_code == 0
+    node = nodes_by_id(result.workflow)[33]
+    names = [spec["name"] for spec in mapping.TARGETS["IPAKitApplyPuLIDAdvanced"]["inputs"] if spec.get("widget")]
+    assert dict(zip(names, node["widgets_values"])) == {"weight": 0.9, "projection": "ortho", "fidelity": 16,
+                                                         "noise": 0.3, "start_at": 0.1, "end_at": 0.8}
+    assert [inp["name"] for inp in node["inputs"]] == PULID_INPUTS
+    assert linked_inputs(result.workflow, 33)["insightface"] == (17, 0, "INSIGHTFACE_KIT")
+
+    # in the API format the names say it, whatever their order
+    prompt = {"1": {"class_type": "ApplyPulidAdvanced", "inputs": {
+        "end_at": 0.9, "start_at": 0.2, "noise": 0.5, "fidelity": 0, "projection": "none", "weight": 1.5,
+        "model": ["2", 0], "pulid": ["3", 0], "eva_clip": ["4", 0], "face_analysis": ["5", 0], "image": ["6", 0]}}}
+    out = convert(prompt)
+    assert problems(out) == []
+    assert out.workflow["1"]["inputs"] == {
+        "weight": 1.5, "projection": "none", "fidelity": 0, "noise": 0.5, "start_at": 0.2, "end_at": 0.9,
+        "model": ["2", 0], "pulid": ["3", 0], "eva_clip": ["4", 0], "insightface": ["5", 0], "image": ["6", 0]}
+    prompt["1"]["inputs"]["noise"] = -0.5  # theirs takes negative noise (uniform noise times -0.5); here 0..1
+    out = convert(prompt)
+    assert out.workflow["1"]["inputs"]["noise"] == 0.0
+    assert problems(out) == ["lossy: node 1 ApplyPulidAdvanced -> IPAKitApplyPuLIDAdvanced: noise: -0.5 is outside "
+                             "0.0..1.0 here; 0.0 is used"]
+
+    workflow = pulid_advanced(load_pulid("PuLID_simple"), [0.9, "ortho", 16, 0.3, 0.1])  # one value short
+    assert problems(convert(workflow)) == [
+        "unmapped: node 33 ApplyPulidAdvanced: left as it is: its 5 widget values do not match the 6 widgets (weight, "
+        "projection, fidelity, noise, start_at, end_at) of PuLID_ComfyUI's current node; saved by another version? "
+        "Rebuild it by hand"]
+
+
+def test_pulid_values_this_pack_does_not_take_are_reported():
+    workflow = load_pulid("PuLID_simple")
+    nodes = nodes_by_id(workflow)
+    nodes[33]["widgets_values"] = ["sharp", 6.0, 0.0, 1.0]  # edited by hand: not theirs either
+    nodes[17]["widgets_values"] = ["ROCM"]
+    result = convert(workflow)
+    converted = nodes_by_id(result.workflow)
+    assert converted[33]["widgets_values"] == ["fidelity", 5.0, 0.0, 1.0]
+    assert converted[17]["widgets_values"] == ["antelopev2", "ROCm", 640]
+    assert problems(result) == [
+        "lossy: node 33 ApplyPulid -> IPAKitApplyPuLID: method: 'sharp' is not one of ['fidelity', 'style', "
+        "'neutral']; 'fidelity' is used",
+        "lossy: node 33 ApplyPulid -> IPAKitApplyPuLID: weight: 6.0 is outside -1.0..5.0 here; 5.0 is used"]
+    assert ("note: node 17 PulidInsightFaceLoader -> IPAKitInsightFaceLoader: provider ROCm: only offered when the "
+            "installed onnxruntime has it") in result.report
+    nodes[17]["widgets_values"] = ["DirectML"]
+    assert ("lossy: node 17 PulidInsightFaceLoader -> IPAKitInsightFaceLoader: provider 'DirectML' is not offered by "
+            "this pack; CPU is used") in problems(convert(workflow))
+
+
+def pulid_prompt():
+    """PuLID_simple's PuLID part in the API format, with an advanced apply after the basic one."""
+    return {
+        "4": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "sdxl/Proteus-RunDiffusion.safetensors"}},
+        "12": {"class_type": "LoadImage", "inputs": {"image": "monalisa.png"}},
+        "16": {"class_type": "PulidModelLoader", "inputs": {"pulid_file": "ip-adapter_pulid_sdxl_fp16.safetensors"}},
+        "17": {"class_type": "PulidInsightFaceLoader", "inputs": {"provider": "CUDA"}},
+        "19": {"class_type": "PulidEvaClipLoader", "_meta": {"title": "Load Eva Clip (PuLID)"}, "inputs": {}},
+        "20": {"class_type": "LoadImage", "inputs": {"image": "mask.png"}},
+        "33": {"class_type": "ApplyPulid", "_meta": {"title": "Apply PuLID"}, "inputs": {
+            "model": ["4", 0], "pulid": ["16", 0], "eva_clip": ["19", 0], "face_analysis": ["17", 0],
+            "image": ["12", 0], "attn_mask": ["20", 1], "method": "style", "weight": 0.8, "start_at": 0.0,
+            "end_at": 1.0}},
+        "34": {"class_type": "ApplyPulidAdvanced", "_meta": {"title": "face"}, "inputs": {
+            "model": ["33", 0], "pulid": ["16", 0], "eva_clip": ["19", 0], "face_analysis": ["17", 0],
+            "image": ["12", 0], "weight": 0.6, "projection": "ortho_v2", "fidelity": 8, "noise": 0.1,
+            "start_at": 0.2, "end_at": 0.9}},
+        "3": {"class_type": "KSampler", "inputs": {"model": ["34", 0], "seed": 51}},
+    }
+
+
+def test_pulid_api_prompt_converts():
+    prompt = pulid_prompt()
+    result = convert(prompt)
+    out = result.workflow
+    assert set(out) == set(prompt)  # nothing added, nothing removed
+    assert out["16"] == {"class_type": "IPAKitPuLIDLoader",
+                         "inputs": {"pulid_file": "ip-adapter_pulid_sdxl_fp16.safetensors"}}
+    assert out["17"] == {"class_type": "IPAKitInsightFaceLoader",
+                         "inputs": {"pack": "antelopev2", "provider": "CUDA", "det_size": 640}}
+    assert out["19"] == {"class_type": "IPAKitEVACLIPLoader",
+                         "_meta": {"title": "IPAdapter Kit: Load EVA-CLIP (PuLID)"},
+                         "inputs": {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt", "parser_file": "parsing_bisenet.pth"}}
+    assert out["33"] == {"class_type": "IPAKitApplyPuLID", "_meta": {"title": "IPAdapter Kit: Apply PuLID"},
+                         "inputs": {"method": "style", "weight": 0.8, "start_at": 0.0, "end_at": 1.0,
+                                    "model": ["4", 0], "pulid": ["16", 0], "eva_clip": ["19", 0],
+                                    "insightface": ["17", 0], "image": ["12", 0], "attn_mask": ["20", 1]}}
+    assert out["34"] == {"class_type": "IPAKitApplyPuLIDAdvanced", "_meta": {"title": "face"},
+                         "inputs": {"weight": 0.6, "projection": "ortho_v2", "fidelity": 8, "noise": 0.1,
+                                    "start_at": 0.2, "end_at": 0.9, "model": ["33", 0], "pulid": ["16", 0],
+                                    "eva_clip": ["19", 0], "insightface": ["17", 0], "image": ["12", 0]}}
+    assert out["3"] == prompt["3"] and out["4"] == prompt["4"] and out["12"] == prompt["12"]
+    assert result.report == [
+        "mapped: node 16: PulidModelLoader -> IPAKitPuLIDLoader",
+        "mapped: node 17: PulidInsightFaceLoader -> IPAKitInsightFaceLoader",
+        "note: node 17 PulidInsightFaceLoader -> IPAKitInsightFaceLoader: provider CUDA: only offered when the "
+        "installed onnxruntime has it",
+        "mapped: node 19: PulidEvaClipLoader -> IPAKitEVACLIPLoader",
+        f"note: node 19 PulidEvaClipLoader -> IPAKitEVACLIPLoader: {EVA_DOWNLOAD}",
+        "mapped: node 33: ApplyPulid -> IPAKitApplyPuLID",
+        "mapped: node 34: ApplyPulidAdvanced -> IPAKitApplyPuLIDAdvanced",
+        "note: graph: 4 other node(s) left as they are: CheckpointLoaderSimple, KSampler, LoadImage",
+        "summary: 5 node(s) converted, 0 left as they are, 0 lossy change(s)"]
+    assert result.exit_code == 0
+
+
+def test_pulid_flux_nodes_are_left_as_they_are():
+    prompt = {"45": {"class_type": "PulidFluxModelLoader", "inputs": {"pulid_file": "pulid_flux_v0.9.0.safetensors"}},
+              "51": {"class_type": "PulidFluxEvaClipLoader", "inputs": {}},
+              "53": {"class_type": "PulidFluxInsightFaceLoader", "inputs": {"provider": "CPU"}},
+              "62": {"class_type": "ApplyPulidFlux", "inputs": {
+                  "model": ["63", 0], "pulid_flux": ["45", 0], "eva_clip": ["51", 0], "face_analysis": ["53", 0],
+                  "image": ["54", 0], "weight": 1.0, "start_at": 0.0, "end_at": 1.0}},
+              "63": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors"}},
+              "54": {"class_type": "LoadImage", "inputs": {"image": "einstein.jpg"}}}
+    result = convert(prompt)
+    assert result.workflow == prompt and result.exit_code == 2
+    assert problems(result) == [f"unmapped: node {node_id} {kind}: {NOT_YET_FLUX}" for node_id, kind in (
+        ("45", "PulidFluxModelLoader"), ("51", "PulidFluxEvaClipLoader"), ("53", "PulidFluxInsightFaceLoader"),
+        ("62", "ApplyPulidFlux"))]
+    assert set(mapping.PULID_FLUX_NOT_MAPPED) == {"PulidFluxModelLoader", "PulidFluxInsightFaceLoader",
+                                                  "PulidFluxEvaClipLoader", "ApplyPulidFlux"}
+
+    # their apply fed by PuLID_ComfyUI's loaders (the types match there): the loaders convert, the apply is reported
+    mixed = copy.deepcopy(prompt)
+    mixed.update(pulid_prompt())
+    mixed["62"]["inputs"].update(eva_clip=["19", 0], face_analysis=["17", 0])
+    result = convert(mixed)
+    assert result.workflow["62"] == mixed["62"] and result.workflow["19"]["class_type"] == "IPAKitEVACLIPLoader"
+    assert f"unmapped: node 62 ApplyPulidFlux: {NOT_YET_FLUX}" in problems(result)
+
+
+def _add_reroute(workflow, node_id, link, link_type, new_link):
+    """Routes the UI link `link` (its list in workflow["links"]) through a new reroute `node_id`."""
+    nodes = nodes_by_id(workflow)
+    workflow["nodes"].append({"id": node_id, "type": "Reroute", "pos": [600, 100], "size": [75, 26], "flags": {},
+                              "order": 3, "mode": 0, "inputs": [{"name": "", "type": "*", "link": link[0]}],
+                              "outputs": [{"name": link_type, "type": link_type, "links": [new_link]}],
+                              "properties": {"showOutputText": False, "horizontal": False}})
+    workflow["links"].append([new_link, node_id, 0, link[3], link[4], link_type])
+    nodes[link[3]]["inputs"][link[4]]["link"] = new_link
+    link[3:5] = [node_id, 0]
+    workflow["last_link_id"] = max(workflow["last_link_id"], new_link)
+    workflow["last_node_id"] = max(workflow["last_node_id"], node_id)
+    _link_table_is_consistent(workflow)
+
+
+def test_reroutes_pass_our_types_on_only_from_converted_nodes():
+    workflow = load_pulid("PuLID_simple")
+    for node_id, origin, kind, new_link in ((90, 19, "EVA_CLIP", 240), (91, 17, "FACEANALYSIS", 241)):
+        _add_reroute(workflow, node_id, next(link for link in workflow["links"] if link[1] == origin), kind, new_link)
+    result = convert(workflow)
+    assert problems(result) == []
+    converted = result.workflow
+    _link_table_is_consistent(converted)
+    nodes = nodes_by_id(converted)
+    assert nodes[90]["outputs"][0]["type"] == "IPAKIT_EVA_CLIP" and nodes[91]["outputs"][0]["type"] == "INSIGHTFACE_KIT"
+    assert linked_inputs(converted, 33)["eva_clip"] == (90, 0, "IPAKIT_EVA_CLIP")
+    assert linked_inputs(converted, 33)["insightface"] == (91, 0, "INSIGHTFACE_KIT")
+
+    # PuLID-Flux's objects (the same type names) stay theirs: its nodes are left as they are
+    workflow = load_pulid("pulid_flux_16bit_simple")
+    for node_id, origin, kind, new_link in ((90, 51, "EVA_CLIP", 240), (91, 53, "FACEANALYSIS", 241)):
+        _add_reroute(workflow, node_id, next(link for link in workflow["links"] if link[1] == origin), kind, new_link)
+    before = copy.deepcopy(workflow)
+    assert convert(workflow).workflow == before
+
+
+def test_unknown_nodes_linked_to_pulid_nodes_are_reported():
+    foreign = ("left as it is: not an PuLID_ComfyUI node this converter knows, and it uses their IP-Adapter objects, "
+               "which the nodes here do not produce")
+    prompt = pulid_prompt()
+    prompt["40"] = {"class_type": "ACME_PulidStack", "inputs": {"pulid": ["16", 0], "eva": ["19", 0]}}
+    prompt["41"] = {"class_type": "ACME_FaceAnalysisLoader", "inputs": {"provider": "CPU"}}
+    prompt["34"]["inputs"]["face_analysis"] = ["41", 0]  # another pack's FACEANALYSIS into their apply node
+    result = convert(prompt)
+    assert problems(result) == [f"unmapped: node 40 ACME_PulidStack: {foreign}",
+                                f"unmapped: node 41 ACME_FaceAnalysisLoader: {foreign}"]
+    assert result.workflow["40"] == prompt["40"]
+
+    workflow = load_pulid("PuLID_simple")  # the same in a UI workflow: a node of another pack takes their EVA-CLIP
+    nodes = nodes_by_id(workflow)
+    workflow["nodes"].append({"id": 80, "type": "ACME_EvaProbe", "pos": [0, 0], "size": [315, 58], "flags": {},
+                              "order": 0, "mode": 0, "outputs": [], "properties": {}, "widgets_values": [],
+                              "inputs": [{"name": "eva_clip", "type": "EVA_CLIP", "link": 300}]})
+    nodes[19]["outputs"][0]["links"].append(300)
+    workflow["links"].append([300, 19, 0, 80, 0, "EVA_CLIP"])
+    workflow["last_link_id"] = 300
+    assert problems(convert(workflow)) == [f"unmapped: node 80 ACME_EvaProbe: {foreign}"]
+    workflow["links"][-1][1] = 999  # not linked to their node: another pack's EVA_CLIP is no concern
+    nodes[19]["outputs"][0]["links"].remove(300)
+    workflow["nodes"].append({"id": 999, "type": "ACME_EvaLoader", "pos": [0, 0], "size": [315, 58], "flags": {},
+                              "order": 0, "mode": 0, "inputs": [], "properties": {}, "widgets_values": [],
+                              "outputs": [{"name": "EVA_CLIP", "type": "EVA_CLIP", "links": [300]}]})
+    workflow["last_node_id"] = 999
+    _link_table_is_consistent(workflow)
+    assert problems(convert(workflow)) == []
+
+
+PULID_FILE_WIDGETS = ("ckpt_name", "image", "pulid_file", "eva_file", "parser_file", "pack", "lora_name",
+                      "unet_name", "provider")
+
+
+@pytest.mark.parametrize("name", PULID_EXAMPLES)
+def test_converted_pulid_workflow_is_valid_for_the_server(name, object_info):
+    converted = convert(load_pulid(name)).workflow
+    skip_unregistered(object_info, *sorted({node["type"] for node in converted["nodes"]} & PENDING_TARGETS))
+    for line in validate_widgets(converted, object_info):  # only the files of their examples, not in the tiny world
+        what = line.partition(") ")[2]
+        assert what.split(" ")[0].rstrip(":") in PULID_FILE_WIDGETS and "is not one of" in what, line
+    prompt = to_api(converted, object_info)
+    for node in prompt.values():
+        if node["class_type"].startswith("IPAKit"):
+            info = object_info[node["class_type"]]
+            required = set((info["input"].get("required") or {}))
+            assert required <= set(node["inputs"]), (node["class_type"], required - set(node["inputs"]))
+
+
+def test_cli_converts_a_pulid_workflow(tmp_path):
+    out = tmp_path / "converted.json"
+    done = _cli(["-m", "migrate", str(PULID_DATA / "PuLID_attention_mask.json"), str(out)], tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(out.read_text()) == convert(load_pulid("PuLID_attention_mask")).workflow
+    assert done.stderr.splitlines() == PULID_REPORTS["PuLID_attention_mask"] + [f"wrote {out}"]
+    done = _cli(["-m", "migrate", str(PULID_DATA / "pulid_flux_16bit_simple.json"), str(out)], tmp_path)
+    assert done.returncode == 2 and done.stderr.splitlines() == PULID_REPORTS["pulid_flux_16bit_simple"] + [
+        f"wrote {out}"]
+
+
+PULID_WORLD = {  # the tiny world's files standing in for their examples' (the same names where theirs are fixed)
+    ("CheckpointLoaderSimple", "ckpt_name"): "sd_xl_base_1.0.safetensors",
+    ("IPAKitPuLIDLoader", "pulid_file"): "ip-adapter_pulid_sdxl_fp16.safetensors",
+    ("IPAKitEVACLIPLoader", "eva_file"): "EVA02_CLIP_L_336_psz14_s6B.pt",
+    ("IPAKitEVACLIPLoader", "parser_file"): "parsing_bisenet.pth",
+    ("IPAKitInsightFaceLoader", "pack"): "antelopev2",
+    ("LoadImage", "image"): ("face_a.png",),
+}
+
+
+def test_converted_pulid_workflow_runs(comfy_server, object_info):
+    converted = convert(load_pulid("PuLID_simple")).workflow
+    skip_unregistered(object_info, *sorted({node["type"] for node in converted["nodes"]} & PENDING_TARGETS))
+    missing = _flux_world_missing(object_info, PULID_WORLD)
+    if missing:
+        pytest.skip(f"the tiny PuLID world is not served (missing: {', '.join(missing)})")
+    converted = small(converted, object_info)
+    set_widget(converted, "CheckpointLoaderSimple", "ckpt_name", "sd_xl_base_1.0.safetensors", object_info)
+    set_widget(converted, "LoadImage", "image", "face_a.png", object_info)
+    for node in converted["nodes"]:
+        if node["id"] == 10:  # their result preview: saved, so the run returns it
+            node.update(type="SaveImage", widgets_values=["pulid"])
+    with_pulid = run_one_image(comfy_server, to_api(converted, object_info))
+    for node in converted["nodes"]:  # the same graph with the converted apply node bypassed
+        if node["type"] == "IPAKitApplyPuLID":
+            node["mode"] = 4
+    without = run_one_image(comfy_server, to_api(converted, object_info))
+    assert np.abs(with_pulid - without).max() > 0, "the converted PuLID node did not change the image"
