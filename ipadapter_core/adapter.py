@@ -3,7 +3,8 @@
 tencent layout (SD1.5/SDXL releases, InstantX Flux): image_proj + ip_adapter.{n}; XLabs Flux layout:
 ip_adapter_proj_model + double_blocks.{i}.processor.*. Either way kv_projection(layer) gives the attention
 code one adapter layer's image K/V weights. InstantX SD3.5 (joint layout): tencent keys, but each ip_adapter.{n}
-is a whole joint-block processor (families/sd3.py) and the tokens depend on the step.
+is a whole joint-block processor (families/sd3.py) and the tokens depend on the step. PuLID-Flux (pulid_flux layout):
+pulid_encoder (IDFormer) + pulid_ca.{k} (cross-attentions after Flux blocks), see pulid_flux.py.
 """
 import os
 from dataclasses import dataclass
@@ -18,6 +19,7 @@ from .families.sd3 import JointBlockAdapter
 from .formats import detect
 from .loading import load_adapter_file
 from .projections import build_projection
+from .pulid_flux import IDFormer, PerceiverCA
 
 
 class LoRAWeights(nn.Module):
@@ -130,7 +132,22 @@ class JointWeights(nn.Module):
                                          for i, width in enumerate(spec.layer_widths)})
 
 
-WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights, "joint": JointWeights}
+class PuLIDFluxWeights(nn.Module):
+    """PuLID-Flux (pulid_flux_v0.9.x): the IDFormer (pulid_encoder) and one cross-attention per pulid_ca.K."""
+
+    def __init__(self, spec):
+        super().__init__()
+        self.spec = spec
+        id_hidden, mapping_hidden, ca_width = spec.hidden_widths[:2], spec.hidden_widths[2:4], spec.hidden_widths[4]
+        self.pulid_encoder = IDFormer(spec.resampler_dim, spec.resampler_depth, spec.resampler_heads, spec.tokens,
+                                      spec.cross_dim, spec.id_dim, id_hidden, spec.clip_dim, mapping_hidden,
+                                      spec.ff_mult)
+        self.pulid_ca = nn.ModuleList(PerceiverCA(width, spec.cross_dim, ca_width // spec.head_dim, spec.head_dim)
+                                      for width in spec.layer_widths)
+
+
+WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights, "joint": JointWeights,
+                     "pulid_flux": PuLIDFluxWeights}
 
 
 def from_state_dict(nested, name="adapter"):

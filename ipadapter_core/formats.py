@@ -4,7 +4,10 @@ from dataclasses import dataclass
 from typing import Optional
 
 from . import families
+from .families import flux
 from .errors import UnknownFormatError
+from .pulid import ID_TOKENS
+from .pulid_flux import CA_HEAD_DIM, ENCODER_HEAD_DIM, EVA_SCALES, ca_count
 
 HEAD_DIM = 64  # attention head size of every released resampler; not stored in the files
 ARCFACE_WIDTH = 512  # InsightFace's ArcFace embedding, what FaceID and InstantID projections read
@@ -20,7 +23,8 @@ ENCODER_NAMES = {
     ("pooled", 1152): "SigLIP so400m-patch14-384 (pooled output)",
     ("hidden", 1152): "SigLIP so400m-patch14-384",
 }
-CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled", "pulid": "eva_features"}  # other CLIP kinds read penultimate hidden states
+CLIP_OUTPUTS = {"linear": "image_embeds", "pooled_mlp": "pooled", "pulid": "eva_features",
+                "pulid_flux": "eva_features"}  # other CLIP kinds read penultimate hidden states
 
 
 @dataclass(frozen=True)
@@ -28,6 +32,7 @@ class AdapterSpec:
     """What an IP-Adapter file is, as far as its tensors tell."""
 
     kind: str  # linear | mlp | resampler | faceid | faceid_plus | pooled_mlp | time_resampler | instantid | pulid
+    #            | pulid_flux
     arch: str  # the model family (families.FAMILIES): SD1.5 | SDXL | Flux | SD3.5
     cross_dim: int  # width of the image tokens (= the model's text context width)
     layer_widths: tuple  # query width of each adapter layer, in the family's layer order
@@ -42,10 +47,13 @@ class AdapterSpec:
     timestep_dim: Optional[int] = None  # sinusoidal timestep width of a time-conditioned resampler (SD3.5)
     layout: str = "tencent"  # tencent (image_proj / ip_adapter.N) | xlabs (ip_adapter_proj_model / double_blocks)
     #                          | joint (tencent keys, one SD3.5 joint-block processor per N)
+    #                          | pulid_flux (pulid_encoder / pulid_ca.K)
     kv_rms_eps: Optional[float] = None  # image K/V RMS-normalised per head (InstantX Flux)
     injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output | joint
-    head_dim: Optional[int] = None  # the joint processors' head width (their QK-norm size)
+    #                               | pulid_ca (PuLID-Flux: a cross-attention added to the image stream after a block)
+    head_dim: Optional[int] = None  # the joint processors' head width (their QK-norm size); PuLID-Flux: CA head width
     hidden_widths: tuple = ()  # PuLID's ID encoder: body hidden widths, then its mappings' hidden widths
+    #                            (PuLID-Flux: id_embedding_mapping's, the mappings', then the CA attention width)
 
     @property
     def num_layers(self):
@@ -69,7 +77,7 @@ class AdapterSpec:
             return "none (InsightFace only)"
         if self.kind == "time_resampler":  # InstantX SD3.5: the only release of this kind reads SigLIP
             return "SigLIP so400m-patch14-384"
-        if self.kind == "pulid":
+        if self.kind in ("pulid", "pulid_flux"):
             return "EVA02-CLIP-L-14-336 with antelopev2 (ArcFace)"
         output = self.clip_output
         key = ("hidden" if output == "penultimate_hidden_states" else output, self.clip_dim)
@@ -267,6 +275,102 @@ def _joint(nested, fields, widths, arch, name):
                        **fields)
 
 
+PULID_GROUPS = ("pulid_encoder", "pulid_ca")
+_NUMBER = re.compile(r"[0-9]+")
+
+
+def _group_shape(group, group_name, key, name, ndim):
+    """Shape of group[key] when it is an ndim-D tensor with no zero-size dimension, else UnknownFormatError."""
+    t = group.get(key)
+    shape = tuple(t.shape) if hasattr(t, "shape") else None
+    if shape is None or len(shape) != ndim or 0 in shape:
+        found = "missing" if shape is None else f"shape {shape}"
+        raise UnknownFormatError(f"{name}: tensor {group_name}.{key} is {found}; expected a {ndim}-D tensor with no "
+                                 "zero-size dimension. The file is damaged or not a PuLID-Flux release.")
+    return shape
+
+
+def _numbers(group, group_name, name):
+    """How many K.* entries the group has, numbered 0, 1, 2, ... (else UnknownFormatError naming the gaps)."""
+    firsts = {key.split(".", 1)[0] for key in group}
+    odd = sorted(f for f in firsts if not _NUMBER.fullmatch(f))
+    if odd:
+        raise UnknownFormatError(f"{name}: unexpected key {group_name}.{odd[0]}.*; expected {group_name}.0.*, "
+                                 f"{group_name}.1.*, ... The file was renamed or is not a PuLID-Flux release.")
+    numbers = sorted(int(f) for f in firsts)
+    gaps = sorted(set(range(numbers[-1] + 1)) - set(numbers)) if numbers else []
+    if gaps:
+        missing = ", ".join(f"{group_name}.{n}" for n in gaps[:6])
+        raise UnknownFormatError(f"{name}: missing {missing} ({len(numbers)} entries numbered up to {numbers[-1]}); "
+                                 "the file is truncated or damaged. Download it again.")
+    return len(numbers)
+
+
+def _pulid_encoder_fields(enc, name):
+    """IDFormer sizes (AdapterSpec keyword arguments) from the pulid_encoder.* shapes."""
+    shape = (lambda key, ndim: _group_shape(enc, "pulid_encoder", key, name, ndim))
+    queries, dim = shape("latents", 3)[1:]
+    proj_rows, out = shape("proj_out", 2)
+    depth = _numbers({k[len("layers."):]: v for k, v in enc.items() if k.startswith("layers.")},
+                     "pulid_encoder.layers", name)
+    if depth == 0 or depth % EVA_SCALES:
+        raise UnknownFormatError(f"{name}: PuLID-Flux IDFormer with {depth} layers (pulid_encoder.layers.*); "
+                                 f"expected a positive multiple of {EVA_SCALES}, the same number of layers per EVA "
+                                 "hidden state.")
+    inner, q_in = shape("layers.0.0.to_q.weight", 2)
+    ff = shape("layers.0.1.1.weight", 2)[0]
+    if proj_rows != dim or q_in != dim or inner % ENCODER_HEAD_DIM or ff % dim:
+        raise UnknownFormatError(f"{name}: PuLID-Flux IDFormer of width {dim} (latents) with proj_out rows "
+                                 f"{proj_rows}, attention {q_in} -> {inner} and feed-forward width {ff}; expected "
+                                 f"proj_out and to_q to read width {dim}, an attention width that is a multiple of the "
+                                 f"head width {ENCODER_HEAD_DIM} and a feed-forward width that is a multiple of {dim}.")
+    mappings = sorted({k.split(".", 1)[0] for k in enc if k.startswith("mapping_")})
+    if mappings != [f"mapping_{i}" for i in range(EVA_SCALES)]:
+        raise UnknownFormatError(f"{name}: PuLID-Flux IDFormer with {', '.join(mappings) or 'no mappings'}; expected "
+                                 f"pulid_encoder.mapping_0 .. mapping_{EVA_SCALES - 1}, one per EVA hidden state.")
+    m1, vision = shape("mapping_0.0.weight", 2)
+    m2 = shape("mapping_0.3.weight", 2)[0]
+    i1, id_dim = shape("id_embedding_mapping.0.weight", 2)
+    i2 = shape("id_embedding_mapping.3.weight", 2)[0]
+    rows = shape("id_embedding_mapping.6.weight", 2)[0]
+    if rows != ID_TOKENS * dim or id_dim <= ARCFACE_WIDTH:
+        raise UnknownFormatError(f"{name}: PuLID-Flux id_embedding_mapping {id_dim} -> {rows}; expected an input of "
+                                 f"{ARCFACE_WIDTH} (ArcFace) plus the EVA-CLIP feature and {ID_TOKENS} ID tokens of "
+                                 f"width {dim} ({ID_TOKENS * dim} rows).")
+    return dict(kind="pulid_flux", cross_dim=out, tokens=queries, id_dim=id_dim, clip_dim=vision, resampler_dim=dim,
+                resampler_depth=depth, resampler_heads=inner // ENCODER_HEAD_DIM, ff_mult=ff // dim,
+                hidden_widths=(i1, i2, m1, m2))
+
+
+def _pulid_flux(nested, name):
+    """Spec of PuLID-Flux (pulid_flux_v0.9.x): IDFormer (pulid_encoder) + one PerceiverCA per pulid_ca.K."""
+    missing = [g for g in PULID_GROUPS if not isinstance(nested.get(g), dict) or not nested[g]]
+    if missing:
+        raise UnknownFormatError(f"{name}: no '{missing[0]}' tensors; PuLID-Flux files hold the IDFormer "
+                                 "(pulid_encoder.*) and its cross-attentions (pulid_ca.0.* .. pulid_ca.19.*).")
+    fields = _pulid_encoder_fields(nested["pulid_encoder"], name)
+    ca = nested["pulid_ca"]
+    count, expected = _numbers(ca, "pulid_ca", name), ca_count(flux.DOUBLE_BLOCKS, flux.SINGLE_BLOCKS)
+    if count != expected:
+        raise UnknownFormatError(
+            f"{name}: {count} PuLID cross-attentions (pulid_ca.*); expected {expected}: Flux.1 has "
+            f"{flux.DOUBLE_BLOCKS} double + {flux.SINGLE_BLOCKS} single blocks, and PuLID-Flux puts one "
+            "cross-attention after every 2nd double and every 4th single block. The file is truncated or for "
+            "another model.")
+    inner, width = _group_shape(ca, "pulid_ca", "0.to_q.weight", name, 2)
+    kv_rows, kv_in = _group_shape(ca, "pulid_ca", "0.to_kv.weight", name, 2)
+    if kv_in != fields["cross_dim"]:
+        raise UnknownFormatError(f"{name}: pulid_ca.0.to_kv.weight reads width {kv_in} but the IDFormer makes tokens "
+                                 f"of width {fields['cross_dim']} (pulid_encoder.proj_out). The two halves of the "
+                                 "file do not belong together.")
+    if inner % CA_HEAD_DIM or kv_rows != 2 * inner:
+        raise UnknownFormatError(f"{name}: PuLID cross-attention widths to_q {inner}, to_kv {kv_rows}; expected a "
+                                 f"multiple of the head width {CA_HEAD_DIM} and to_kv twice to_q.")
+    fields["hidden_widths"] += (inner,)
+    return AdapterSpec(arch=flux.FLUX.name, layer_widths=(width,) * count, layout="pulid_flux", injection="pulid_ca",
+                       head_dim=CA_HEAD_DIM, **fields)
+
+
 def _lora_rank(ip):
     ranks = {t.shape[0] for k, t in ip.items() if k.endswith("_lora.down.weight") and t.ndim == 2}
     return max(ranks) if ranks else 0
@@ -274,6 +378,8 @@ def _lora_rank(ip):
 
 def detect(nested, name="adapter"):
     """Read an AdapterSpec from a nested state dict of a known layout (loading.LAYOUTS); raise UnknownFormatError."""
+    if any(isinstance(nested.get(g), dict) for g in PULID_GROUPS):
+        return _pulid_flux(nested, name)
     if isinstance(nested.get("ip_adapter_proj_model"), dict) and isinstance(nested.get("double_blocks"), dict):
         return _xlabs(nested, name)
     missing = [group for group in ("image_proj", "ip_adapter") if not isinstance(nested.get(group), dict)]

@@ -9,8 +9,9 @@ from safetensors.torch import load_file
 
 from .errors import CorruptFileError, UnknownFormatError, UnsafeFileError
 
-# The two top-level groups of each released layout: tencent's IP-Adapter (also InstantX Flux), and XLabs' Flux one.
-LAYOUTS = (("image_proj", "ip_adapter"), ("ip_adapter_proj_model", "double_blocks"))
+# The two top-level groups of each released layout: tencent's IP-Adapter (also InstantX Flux), XLabs' Flux one, and
+# PuLID-Flux's (pulid_flux_v0.9.x: IDFormer + cross-attentions).
+LAYOUTS = (("image_proj", "ip_adapter"), ("ip_adapter_proj_model", "double_blocks"), ("pulid_encoder", "pulid_ca"))
 GROUPS = LAYOUTS[0]
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
@@ -44,11 +45,17 @@ def read_state_dict(path):
         raise CorruptFileError(f"{name}: cannot read this file ({e}). Download it again.") from e
 
 
+def _has_group(sd, group):
+    """Whether sd holds group as a nested dict or as prefixed keys."""
+    return isinstance(sd.get(group), dict) or any(str(k).startswith(group + ".") for k in sd)
+
+
 def _layout_groups(sd):
-    """The group names of the layout whose prefixes the keys carry (tencent when none does)."""
-    for groups in LAYOUTS:
-        if all(isinstance(sd.get(g), dict) or any(str(k).startswith(g + ".") for k in sd) for g in groups):
-            return groups
+    """The groups of the layout whose prefixes the keys carry: all of them, else one of them (tencent when none)."""
+    for complete in (all, any):
+        for groups in LAYOUTS:
+            if complete(_has_group(sd, g) for g in groups):
+                return groups
     return GROUPS
 
 
@@ -69,8 +76,8 @@ def split_groups(sd, name="weights"):
             raise UnknownFormatError(
                 f"{name}: not an IP-Adapter file: no '{group}' tensors (found keys: {found}). Expected the "
                 "original IP-Adapter layout with 'image_proj.*' and 'ip_adapter.*' weights (or XLabs' Flux layout "
-                "with 'ip_adapter_proj_model.*' and 'double_blocks.*'); a LoRA, ControlNet or checkpoint belongs "
-                "in its own loader.")
+                "with 'ip_adapter_proj_model.*' and 'double_blocks.*', or PuLID-Flux's with 'pulid_encoder.*' and "
+                "'pulid_ca.*'); a LoRA, ControlNet or checkpoint belongs in its own loader.")
     return nested
 
 

@@ -126,15 +126,26 @@ def _installed(clone, family):
 
 def install(model, adapter, prompt, family):
     """A clone of model with prompt added to its IP-Adapter patch (other packs' patches at those keys wrapped)."""
-    clone = model.clone()
     if not prompt.active_layers():
-        return clone
+        return model.clone()
+    return _installed_with(model, adapter, family, prompts=[prompt])
+
+
+def install_identity(model, adapter, identity):
+    """A clone of a Flux model with a PuLID identity added to its block patch (after the blocks with a cross-attention)."""
+    return _installed_with(model, adapter, families.get("Flux"), identities=[identity])
+
+
+def _installed_with(model, adapter, family, prompts=(), identities=()):
+    clone = model.clone()
+    extra = {"identities": identities} if identities else {}
     ours, foreign = _installed(clone, family)
     if ours is not None:
-        patch = ours.extended([prompt], models=[adapter.patcher], base_patches=foreign)
+        patch = ours.extended(prompts, models=[adapter.patcher], base_patches=foreign, **extra)
     else:
-        patch = family.make_patch([prompt], model.model.diffusion_model, foreign, [adapter.patcher],
-                                  attention=comfy.ldm.modules.attention.optimized_attention, linear_rows=linear_rows)
+        patch = family.make_patch(prompts, model.model.diffusion_model, foreign, [adapter.patcher],
+                                  attention=comfy.ldm.modules.attention.optimized_attention, linear_rows=linear_rows,
+                                  **extra)
     if family.hook == "attn2":
         for block, number, index in patch.keys():
             clone.set_model_attn2_replace(patch, block, number, index)

@@ -12,6 +12,7 @@ from comfy_api.latest import io
 from ..ipadapter_core import eva_clip as core_eva
 from ..ipadapter_core import face_align, face_parsing
 from ..ipadapter_core import pulid as core_pulid
+from ..ipadapter_core.families import flux as core_flux
 from ..ipadapter_core.attention import ImagePrompt
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from ..ipadapter_core.loading import read_state_dict
@@ -72,14 +73,25 @@ def load_eva(eva_file, parser_file):
     return hit
 
 
-def check_pulid(adapter, model):
-    if adapter.spec.kind != "pulid":
-        raise InvalidInputError(f"{adapter.name} is a {adapter.spec.kind} adapter, not PuLID: load "
-                                "ip-adapter_pulid_sdxl_fp16.safetensors (models/pulid) with IPAdapter Kit: Load PuLID.")
+RELEASES = {"pulid": ("SDXL", "IPAdapter Kit: Apply PuLID"), "pulid_flux": ("Flux", "IPAdapter Kit: Apply PuLID (Flux)")}
+
+
+def check_pulid(adapter, model, kind="pulid"):
+    """The model's family, or a typed error for a file / model / node that do not go together."""
+    family_name, node = RELEASES[kind]
+    if adapter.spec.kind not in RELEASES:
+        raise InvalidInputError(f"{adapter.name} is a {adapter.spec.kind} adapter, not PuLID: load PuLID's "
+                                "ip-adapter_pulid_sdxl_fp16.safetensors or pulid_flux_v0.9.1.safetensors (models/pulid) "
+                                "with IPAdapter Kit: Load PuLID.")
+    if adapter.spec.kind != kind:
+        other_family, other_node = RELEASES[adapter.spec.kind]
+        raise InvalidInputError(f"{adapter.name} is PuLID's {other_family} release: use {other_node}.")
     family, _ = patching.model_family(model)
-    if family.name != "SDXL":
-        raise IncompatibleModelError(f"this PuLID release works on SDXL models only; this model is {family.name}. "
-                                     "Load an SDXL checkpoint (PuLID for Flux is not in this version yet).")
+    if family.name != family_name:
+        raise IncompatibleModelError(f"{adapter.name} is PuLID's {family_name} release; this model is {family.name}. "
+                                     f"Load a {family_name} checkpoint, or the PuLID release for {family.name} if "
+                                     "there is one (SDXL and Flux).")
+    return family
 
 
 def face_pictures(eva, image, result):
@@ -92,7 +104,7 @@ def face_pictures(eva, image, result):
     return face_parsing.eva_input(face_parsing.face_features(aligned, labels), size=size)
 
 
-def identity(adapter, eva, insightface, image, noise, zero_tokens):
+def identity(adapter, eva, insightface, image, noise, zero_tokens, encoder=None):
     """(cond, uncond) identity tokens of the references (one person: averaged)."""
     clip_encode.check_images(image, "image")
     result = faces.analyze(insightface, image)
@@ -101,7 +113,7 @@ def identity(adapter, eva, insightface, image, noise, zero_tokens):
     with torch.no_grad():
         tower = eva.tower.to(device)
         feature, hidden = tower(pixels.to(device), core_eva.PULID_LAYERS)
-        encoder = adapter.weights.image_proj.to(device)
+        encoder = (encoder or adapter.weights.image_proj).to(device)
         generator = torch.Generator().manual_seed(0)
         cond, uncond = core_pulid.identity_tokens(encoder, result.raw.to(device), feature, hidden, noise, zero_tokens,
                                                   generator)
@@ -113,8 +125,7 @@ def apply_pulid(model, adapter, eva, insightface, image, weight, projection, zer
                 attn_mask=None):
     """A patched clone of the SDXL model with the identity tokens in every cross-attention."""
     check_pulid(adapter, model)
-    if not isinstance(eva, EVAWithParser):
-        raise InvalidInputError("eva_clip: connect IPAdapter Kit: Load EVA-CLIP (PuLID).")
+    _check_eva(eva)
     if projection not in core_pulid.PROJECTIONS:
         raise InvalidInputError(f"projection {projection!r} is not one of {core_pulid.PROJECTIONS}.")
     if not 0 <= zero_tokens <= 64 or not 0.0 <= noise <= 1.0:
@@ -130,6 +141,25 @@ def apply_pulid(model, adapter, eva, insightface, image, weight, projection, zer
         masks=patching.prepare_masks(attn_mask, 1, "attn_mask", "Give one mask."),
         sigma_range=patching.sigma_range(model, start_at, end_at), projection=projection)
     return patching.install(model, adapter, prompt, family)
+
+
+def _check_eva(eva):
+    if not isinstance(eva, EVAWithParser):
+        raise InvalidInputError("eva_clip: connect IPAdapter Kit: Load EVA-CLIP (PuLID).")
+
+
+def apply_pulid_flux(model, adapter, eva, insightface, image, weight, start_at, end_at, attn_mask=None):
+    """A patched clone of the Flux model with PuLID's cross-attentions after every 2nd double / 4th single block."""
+    check_pulid(adapter, model, "pulid_flux")
+    _check_eva(eva)
+    if weight == 0 or end_at <= start_at:
+        return model.clone()
+    cond, uncond = identity(adapter, eva, insightface, image, 0.0, 0, adapter.weights.pulid_encoder)
+    prompt = core_flux.IdentityPrompt(
+        weights=adapter.weights, cond=cond, uncond=uncond, weight=float(weight),
+        masks=patching.prepare_masks(attn_mask, 1, "attn_mask", "Give one mask."),
+        sigma_range=patching.sigma_range(model, start_at, end_at))
+    return patching.install_identity(model, adapter, prompt)
 
 
 def _range_inputs():
@@ -154,18 +184,19 @@ class PuLIDLoader(io.ComfyNode):
             node_id="IPAKitPuLIDLoader",
             display_name="IPAdapter Kit: Load PuLID",
             category=CATEGORY,
-            description="Loads PuLID's SDXL file (ip-adapter_pulid_sdxl_fp16.safetensors) from models/pulid, "
-                        "recognised by its tensors.",
+            description="Loads a PuLID file from models/pulid: the SDXL release (ip-adapter_pulid_sdxl_fp16) or "
+                        "PuLID-Flux (pulid_flux_v0.9.x), recognised by its tensors.",
             inputs=[io.Combo.Input("pulid_file", options=folder_paths.get_filename_list(FOLDER),
-                                   tooltip="PuLID's SDXL release in models/pulid.")],
+                                   tooltip="A PuLID release (SDXL or Flux) in models/pulid.")],
             outputs=[IPAdapter.Output(display_name="PULID")],
         )
 
     @classmethod
     def execute(cls, pulid_file):
         adapter = model_cache.load_adapter(pulid_file, FOLDER)
-        if adapter.spec.kind != "pulid":
-            raise InvalidInputError(f"{pulid_file} is a {adapter.spec.kind} adapter, not PuLID's SDXL release.")
+        if adapter.spec.kind not in RELEASES:
+            raise InvalidInputError(f"{pulid_file} is a {adapter.spec.kind} adapter, not a PuLID release (SDXL or "
+                                    "Flux).")
         return io.NodeOutput(adapter)
 
 
@@ -245,4 +276,32 @@ class ApplyPuLIDAdvanced(io.ComfyNode):
                                          noise, start_at, end_at, attn_mask))
 
 
-NODES = [PuLIDLoader, EVACLIPLoader, ApplyPuLID, ApplyPuLIDAdvanced]
+class ApplyPuLIDFlux(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitApplyPuLIDFlux",
+            display_name="IPAdapter Kit: Apply PuLID (Flux)",
+            category=CATEGORY,
+            description="Keeps a person's identity on Flux.1 with PuLID-Flux: its cross-attentions add the identity to "
+                        "the image tokens after every 2nd double and every 4th single block. Stacks with the Flux "
+                        "IP-Adapters.",
+            inputs=[io.Model.Input("model", tooltip="A Flux.1 model (a patched copy is returned)."),
+                    IPAdapter.Input("pulid", tooltip="pulid_flux_v0.9.1 from IPAdapter Kit: Load PuLID."),
+                    EVAClip.Input("eva_clip", tooltip="From IPAdapter Kit: Load EVA-CLIP (PuLID)."),
+                    InsightFace.Input("insightface", tooltip="From IPAdapter Kit: Load InsightFace (pack antelopev2)."),
+                    io.Image.Input("image", tooltip="Photo(s) of one person; several are averaged into one identity."),
+                    io.Float.Input("weight", default=1.0, min=-1.0, max=5.0, step=0.05,
+                                   tooltip="Strength of the identity (0 = the model unchanged)."),
+                    *_range_inputs(),
+                    io.Mask.Input("attn_mask", optional=True, tooltip="Where the identity acts (image tokens).")],
+            outputs=[io.Model.Output(display_name="MODEL")],
+        )
+
+    @classmethod
+    def execute(cls, model, pulid, eva_clip, insightface, image, weight, start_at, end_at, attn_mask=None):
+        return io.NodeOutput(apply_pulid_flux(model, pulid, eva_clip, insightface, image, weight, start_at, end_at,
+                                              attn_mask))
+
+
+NODES = [PuLIDLoader, EVACLIPLoader, ApplyPuLID, ApplyPuLIDAdvanced, ApplyPuLIDFlux]

@@ -9,10 +9,13 @@ attention uses, before RoPE); the image attention is computed from it and enters
 Only the generated image's tokens are steered (Kontext reference tokens are not), plus the text tokens where a
 release steers them (InstantX's single blocks).
 """
+from dataclasses import dataclass
+from typing import Optional
+
 import torch
 import torch.nn.functional as F
 
-from ..attention import ImageAttention, QueryCall, TokenLayout
+from ..attention import ImageAttention, QueryCall, TokenLayout, layout_masks, sigma_gate
 from ..errors import InvalidInputError
 from . import dit
 
@@ -75,8 +78,9 @@ class FluxFamily:
     def block_width(self, diffusion_model):
         return diffusion_model.double_blocks[0].hidden_size
 
-    def make_patch(self, prompts, diffusion_model, base_patches, models, linear_rows=default_linear_rows, **host):
-        return FluxBlockPatch(prompts, diffusion_model, linear_rows, base_patches, models)
+    def make_patch(self, prompts, diffusion_model, base_patches, models, linear_rows=default_linear_rows, identities=(),
+                   **host):
+        return FluxBlockPatch(prompts, diffusion_model, linear_rows, base_patches, models, identities)
 
     def owner(self, installed):
         """Our patch behind an installed dit replace, or None for another pack's."""
@@ -116,11 +120,35 @@ def _aspect_grid(tokens, masks_hw):
     return h, max(1, tokens // h)
 
 
-class FluxBlockPatch(ImageAttention):
-    """dit block replace for ("double_block", i) / ("single_block", i) of one Flux model (one object, all keys)."""
+def pulid_ca_keys():
+    """The blocks after which PuLID's cross-attentions run, in the release's order: every 2nd double block, then
+    every 4th single block (20 for Flux.1)."""
+    return [("double_block", i) for i in range(0, DOUBLE_BLOCKS, 2)] + \
+        [("single_block", i) for i in range(0, SINGLE_BLOCKS, 4)]
 
-    def __init__(self, prompts, diffusion_model, linear_rows=default_linear_rows, base_patches=None, models=()):
+
+@dataclass(frozen=True, eq=False)
+class IdentityPrompt:
+    """A PuLID-Flux identity: its cross-attentions (pulid_ca) and the identity tokens of the positive and negative."""
+
+    weights: object  # PuLIDFluxWeights: .pulid_ca[k](id_tokens, image) -> (B, N, hidden)
+    cond: torch.Tensor  # (1, T, width)
+    uncond: torch.Tensor  # (1, T, width)
+    weight: float = 1.0
+    masks: Optional[torch.Tensor] = None  # (1, H, W)
+    sigma_range: Optional[tuple] = None
+
+
+class FluxBlockPatch(ImageAttention):
+    """dit block replace for ("double_block", i) / ("single_block", i) of one Flux model (one object, all keys):
+    IP-Adapter prompts inside the blocks, PuLID identities after the blocks that have a cross-attention."""
+
+    def __init__(self, prompts, diffusion_model, linear_rows=default_linear_rows, base_patches=None, models=(),
+                 identities=()):
         super().__init__(prompts, models)
+        self.identities = tuple(identities)
+        self._ca_of = {key: k for k, key in enumerate(pulid_ca_keys())}
+        self._identity_tokens = {}
         self.diffusion_model = diffusion_model
         self.linear_rows = linear_rows  # the host's way to run part of a (possibly cast / patched) Linear
         self.base_patches = dict(base_patches or {})  # other packs' block replaces this one wraps, per key
@@ -132,17 +160,60 @@ class FluxBlockPatch(ImageAttention):
 
     def keys(self):
         layers = self.active_layers()
-        return [key for key, layer in self._layer_of.items() if layer in layers]
+        ca = set(self._ca_of) if self.identities else set()
+        return [key for key, layer in self._layer_of.items() if layer in layers or key in ca]
 
     def replace_for(self, key):
         return self  # one object serves every key (Flux tells a block replace its index)
 
-    def extended(self, prompts, models=(), base_patches=None):
+    def extended(self, prompts, models=(), base_patches=None, identities=()):
         return FluxBlockPatch(self.prompts + tuple(prompts), self.diffusion_model, self.linear_rows,
                               {**self.base_patches, **(base_patches or {})},
-                              self._models + tuple(m for m in models if m not in self._models))
+                              self._models + tuple(m for m in models if m not in self._models),
+                              self.identities + tuple(identities))
 
     def __call__(self, args, extra):
+        out = self._with_prompts(args, extra)
+        key = (f"{args['transformer_options']['block_type']}_block", args["transformer_options"]["block_index"])
+        if self.identities and key in self._ca_of:
+            self._add_identities(out, key, args)
+        return out
+
+    def _add_identities(self, out, key, args):
+        """out["img"]'s generated-image tokens += weight x PuLID's cross-attention of the identity tokens."""
+        options = args["transformer_options"]
+        stream = out["img"]
+        latent = _latent_tokens(options, self.diffusion_model)
+        image_tokens = latent[0] if latent else stream.shape[1]
+        start = 0 if key[0] == "double_block" else (stream.shape[1] - latent[0] - latent[1] if latent else 0)
+        image = stream[:, start:start + image_tokens]
+        chunks = tuple(options.get("cond_or_uncond", [0]))
+        batch = stream.shape[0]
+        for identity in self.identities:
+            tokens = self._tokens_for(identity, chunks, batch, stream.device, stream.dtype)
+            ca = identity.weights.pulid_ca[self._ca_of[key]]
+            delta = ca(tokens.to(next(ca.parameters()).dtype), image.to(next(ca.parameters()).dtype)).to(stream.dtype)
+            factor = identity.weight * sigma_gate(identity.sigma_range, options.get("sigmas"), batch, stream.device,
+                                                   stream.dtype).view(batch, 1, 1)
+            if identity.masks is not None:
+                h, w = latent[2] if latent else _aspect_grid(image_tokens, tuple(identity.masks.shape[-2:]))
+                mask = layout_masks(identity.masks.to(stream.device, torch.float32), TokenLayout(0, h, w, image_tokens))
+                factor = factor * mask.to(stream.dtype).view(1, image_tokens, 1)
+            image += delta * factor
+
+    def _tokens_for(self, identity, chunks, batch, device, dtype):
+        """(B, T, width): the positive's identity tokens for cond rows, the negative's for uncond rows (cached)."""
+        key = (identity, chunks, batch, device, dtype)
+        hit = self._identity_tokens.get(key)
+        if hit is None:
+            per_chunk = batch // len(chunks)
+            rows = [identity.uncond if chunk == 1 else identity.cond for chunk in chunks for _ in range(per_chunk)]
+            hit = torch.cat(rows).to(device, dtype)
+            self._identity_tokens[key] = hit
+        return hit
+
+    def _with_prompts(self, args, extra):
+        """The block's output with the IP-Adapter prompts' terms."""
         options = args["transformer_options"]
         key = (f"{options['block_type']}_block", options["block_index"])
         base = self.base_patches.get(key)
