@@ -45,6 +45,7 @@ MODEL_URLS = {
         ("checkpoints", f"{HF}/stabilityai/stable-diffusion-xl-base-1.0/resolve/main/sd_xl_base_1.0.safetensors"),
     "ip-adapter_pulid_sdxl_fp16.safetensors":
         ("pulid", f"{HF}/huchenlei/ipadapter_pulid/resolve/main/ip-adapter_pulid_sdxl_fp16.safetensors"),
+    "pulid_flux_v0.9.1.safetensors": ("pulid", f"{HF}/guozinan/PuLID/resolve/main/pulid_flux_v0.9.1.safetensors"),
     "EVA02_CLIP_L_336_psz14_s6B.pt": ("clip", f"{HF}/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt"),
     "parsing_bisenet.pth":
         ("facexlib", "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"),

@@ -319,3 +319,20 @@ WORKFLOWS["pulid_sdxl"] = {
         "save": ("SaveImage", {"filename_prefix": "pulid_sdxl"}, {"images": ("decode", 0)}),
     },
 }
+
+WORKFLOWS["pulid_flux"] = {
+    "description": "PuLID-Flux on Flux.1 dev: a person's identity from one photo through PuLID's cross-attentions "
+                   "(after every 2nd double and every 4th single block). Needs pulid_flux_v0.9.1.safetensors in "
+                   "models/pulid, EVA02_CLIP_L_336_psz14_s6B.pt in models/clip, parsing_bisenet.pth in "
+                   "models/facexlib and the antelopev2 pack in models/insightface/models/antelopev2/.",
+    "nodes": flux_txt2img(("apply", 0), "portrait of a person as a medieval knight, oil painting", "pulid_flux",
+                          pulid=("IPAKitPuLIDLoader", {"pulid_file": "pulid_flux_v0.9.1.safetensors"}, {}),
+                          eva=("IPAKitEVACLIPLoader", {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt",
+                                                       "parser_file": "parsing_bisenet.pth"}, {}),
+                          insightface=("IPAKitInsightFaceLoader",
+                                       {"pack": "antelopev2", "provider": "CPU", "det_size": 640}, {}),
+                          face=("LoadImage", {"image": "face_a.png"}, {}),
+                          apply=("IPAKitApplyPuLIDFlux", {"weight": 1.0, "start_at": 0.0, "end_at": 1.0},
+                                 {"model": ("ckpt", 0), "pulid": ("pulid", 0), "eva_clip": ("eva", 0),
+                                  "insightface": ("insightface", 0), "image": ("face", 0)})),
+}

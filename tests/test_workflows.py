@@ -12,7 +12,7 @@ from workflow_api import set_widget, to_api, validate_widgets
 WORKFLOWS = sorted((pathlib.Path(__file__).resolve().parents[1] / "workflows").glob("*.json"))
 APPLY_TYPES = ("IPAKitApply", "IPAKitApplyAdvanced", "IPAKitApplyFaceID", "IPAKitStyleComposition", "IPAKitApplyTiled",
                "IPAKitApplyRegions", "IPAKitApplyInstantID", "IPAKitApplyInstantIDAdvanced", "IPAKitApplyPuLID",
-               "IPAKitApplyPuLIDAdvanced")
+               "IPAKitApplyPuLIDAdvanced", "IPAKitApplyPuLIDFlux")
 
 
 def small(workflow, object_info):
@@ -51,7 +51,7 @@ def test_there_are_example_workflows():
     assert {"ipadapter_basic", "ipadapter_style_transfer", "ipadapter_composition", "ipadapter_masked_two_subjects",
             "ipadapter_controlnet_lora", "ipadapter_faceid", "ipadapter_style_and_composition",
             "ipadapter_tiled_non_square", "ipadapter_embeds_save_load", "ipadapter_animation_weights",
-            "flux_ipadapter_xlabs", "flux_ipadapter_instantx", "sd35_ipadapter", "instantid_basic", "pulid_sdxl"} <= names
+            "flux_ipadapter_xlabs", "flux_ipadapter_instantx", "sd35_ipadapter", "instantid_basic", "pulid_sdxl", "pulid_flux"} <= names
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
