@@ -130,3 +130,12 @@ def test_typed_errors(sd15, sdxl, parts, world_paths):
         pulid.load_eva("missing.pt", FACE_PARSER)
     with pytest.raises(InvalidInputError, match="Apply PuLID"):
         patching.apply_embeds(sdxl, adapter, torch.zeros(1, 512), torch.zeros(1, 512))
+
+
+def test_the_projected_terms_read_nothing_on_the_host(sdxl, parts, world_paths, monkeypatch):
+    from ipadapter_kit.ipadapter_core.attention import ImageAttention
+    from test_pulid_flux import _refusing
+
+    patched = applied(sdxl, parts, face_image(world_paths), "fidelity", start_at=0.2, attn_mask=torch.ones(32, 32))
+    _refusing(monkeypatch, ImageAttention, "projected_terms")
+    assert torch.isfinite(sample(patched)).all()

@@ -113,3 +113,31 @@ def test_typed_errors(flux, sd15, parts, world_paths):
     with pytest.raises(InvalidInputError, match=r"PuLID's Flux release: use IPAdapter Kit: Apply PuLID \(Flux\)"):
         pulid.ApplyPuLID.execute(model, adapter, eva, analyzer, image, "fidelity", 1.0, 0.0, 1.0)
     assert core_flux.pulid_ca_keys()[10] == ("single_block", 0)
+
+
+def _refusing(monkeypatch, method_owner, name):
+    """Wrap method_owner.name so that, while it runs, any host read of a tensor raises."""
+    real = getattr(method_owner, name)
+    reads = ("item", "tolist", "cpu", "numpy", "__bool__", "__float__", "__int__")
+    saved = {r: getattr(torch.Tensor, r) for r in reads}
+
+    def refuse(*a, **k):
+        raise AssertionError("host read inside the PuLID hook")
+
+    def wrapped(*args, **kwargs):
+        for r in reads:
+            setattr(torch.Tensor, r, refuse)
+        try:
+            return real(*args, **kwargs)
+        finally:
+            for r, fn in saved.items():
+                setattr(torch.Tensor, r, fn)
+
+    monkeypatch.setattr(method_owner, name, wrapped)
+
+
+def test_the_identity_hook_reads_nothing_on_the_host(flux, parts, world_paths, monkeypatch):
+    model, pos, neg = flux
+    patched = applied(model, parts, face_image(world_paths), start_at=0.3, attn_mask=torch.ones(32, 48))
+    _refusing(monkeypatch, core_flux.FluxBlockPatch, "_add_identities")
+    assert torch.isfinite(sample(patched, pos, neg, cfg=2.0)).all()
