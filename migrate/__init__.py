@@ -1,6 +1,6 @@
 """Converter for ComfyUI_IPAdapter_plus, Flux IP-Adapter (x-flux-comfyui, ComfyUI-IPAdapter-Flux), SD3.5
-IP-Adapter (ComfyUI-InstantX-IPAdapter-SD3), InstantID (ComfyUI_InstantID) and PuLID (PuLID_ComfyUI, SDXL) workflows
-(UI or API format) to IPAdapter Kit nodes. ComfyUI-PuLID-Flux's nodes are reported and left as they are.
+IP-Adapter (ComfyUI-InstantX-IPAdapter-SD3), InstantID (ComfyUI_InstantID) and PuLID (PuLID_ComfyUI for SDXL,
+ComfyUI-PuLID-Flux and its forks for Flux) workflows (UI or API format) to IPAdapter Kit nodes.
 
 Standard library only: it runs without ComfyUI, as `python -m migrate in.json out.json` from the pack folder
 (or `python path/to/pack/migrate in.json out.json`). ComfyUI never imports it.

@@ -1,9 +1,9 @@
 """`python -m migrate in.json out.json` (from the pack folder) or `python path/to/pack/migrate in.json out.json`.
 
 Converts a ComfyUI_IPAdapter_plus, x-flux-comfyui, ComfyUI-IPAdapter-Flux, ComfyUI-InstantX-IPAdapter-SD3,
-ComfyUI_InstantID or PuLID_ComfyUI workflow (UI or API format) to IPAdapter Kit nodes, writes it to out.json and prints
-the report to stderr. Exit status: 0 when everything mapped, 2 when some node was left as it is or a value changed in a
-lossy way, 1 when the input could not be read.
+ComfyUI_InstantID, PuLID_ComfyUI or ComfyUI-PuLID-Flux workflow (UI or API format) to IPAdapter Kit nodes, writes it to
+out.json and prints the report to stderr. Exit status: 0 when everything mapped, 2 when some node was left as it is or
+a value changed in a lossy way, 1 when the input could not be read.
 """
 import os
 import sys
@@ -14,8 +14,8 @@ if not __package__:  # run as a folder: make the package importable from the pac
 else:
     from .converter import convert_file
 
-USAGE = ("usage: python -m migrate IN.json OUT.json   (IPAdapter_plus, Flux or SD3.5 IP-Adapter pack or "
-         "InstantID workflow -> IPAdapter Kit workflow)")
+USAGE = ("usage: python -m migrate IN.json OUT.json   (IPAdapter_plus, Flux or SD3.5 IP-Adapter pack, InstantID "
+         "or PuLID (SDXL or Flux) workflow -> IPAdapter Kit workflow)")
 
 
 def main(argv=None):

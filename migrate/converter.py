@@ -1,7 +1,8 @@
 """The converter: plans each source node's replacement from mapping.RULES, then rewrites the graph.
 
 Source nodes are those of ComfyUI_IPAdapter_plus, of the Flux IP-Adapter packs (x-flux-comfyui,
-ComfyUI-IPAdapter-Flux), of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3), of ComfyUI_InstantID and of PuLID_ComfyUI.
+ComfyUI-IPAdapter-Flux), of the SD3.5 one (ComfyUI-InstantX-IPAdapter-SD3), of ComfyUI_InstantID, of PuLID_ComfyUI and
+of ComfyUI-PuLID-Flux (and its forks).
 Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API
 prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds
 (the Flux and SD3 loaders' CLIP vision loader) get new ids.
@@ -430,15 +431,44 @@ def hook_instantx_weight_ramp(view, plan, report, here):
         report.add(LOSSY, here, f"weight: {problem}")
 
 
+PULID_FLUX_FUSIONS = {  # ComfyUI-PuLID-Flux-Enhanced's ways of joining the photos' identity tokens; here: 'mean'
+    "concat": "concatenates the photos' identity tokens", "max": "takes their largest value",
+    "norm_id": "weights the photos by their norm", "max_token": "takes each token from the photo with the largest one",
+    "auto_weight": "weights the photos by the rank of their norm", "train_weight": "trains the photos' weights"}
+
+
+def hook_pulid_flux_fusion(view, plan, report, here):
+    """ComfyUI-PuLID-Flux-Enhanced's fusion widgets: here the photos' identity tokens are averaged (their 'mean') and
+    EVA-CLIP sees the face in gray (their use_gray on); anything else is reported with what is kept."""
+    widgets = view.widgets
+    fusion = widgets.get("fusion", "mean")
+    if fusion == "train_weight" and widgets.get("train_step", 1000) == 0:
+        fusion = "mean"  # they average when there is no training step
+    if fusion != "mean":
+        how = PULID_FLUX_FUSIONS.get(fusion)
+        how = f"it {how} when several photos are given" if how else "it is not one of their fusions"
+        extra = {"auto_weight": ("fusion_weight_min", "fusion_weight_max"), "train_weight": ("train_step",)}
+        with_it = [f"{name} {widgets[name]!r}" for name in extra.get(fusion, ()) if name in widgets]
+        dropped = f" (and {', '.join(with_it)})" if with_it else ""
+        report.add(LOSSY, here, f"fusion {fusion!r}{dropped} dropped: {how}; here the photos are averaged into one "
+                                "identity (their 'mean'; the same for one photo); weight, start_at and end_at are "
+                                "kept")
+    if widgets.get("use_gray", True) is not True:
+        report.add(LOSSY, here, f"use_gray {widgets['use_gray']!r} dropped: EVA-CLIP sees the face in color there; "
+                                "here it sees it in gray, as PuLID was trained (their use_gray on)")
+
+
 HOOK_INPUTS = {"neg_embed": ("neg_embed",), "sd3_reference": ("image_embed",)}  # linked inputs a hook decides
 HOOK_WIDGETS = {"xlabs_block_strengths": ("begin_strength", "end_strength", "smothing_type"),  # widgets a hook reads
                 "instantx_weight_ramp": ("weight_start", "weight_end", "steps"),
-                "sd3_schedule": ("start_percent", "end_percent")}
+                "sd3_schedule": ("start_percent", "end_percent"),
+                "pulid_flux_fusion": mapping.PULID_FLUX_FUSION}
 HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weight,
          "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening,
          "clip_vision_from_loader": hook_clip_vision_from_loader,
          "xlabs_block_strengths": hook_xlabs_block_strengths, "instantx_weight_ramp": hook_instantx_weight_ramp,
-         "sd3_reference": hook_sd3_reference, "sd3_schedule": hook_sd3_schedule}
+         "sd3_reference": hook_sd3_reference, "sd3_schedule": hook_sd3_schedule,
+         "pulid_flux_fusion": hook_pulid_flux_fusion}
 
 
 # ---------------------------------------------------------------------------------------------------------------

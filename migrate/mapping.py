@@ -3,8 +3,9 @@
 SOURCES describes the nodes of ComfyUI_IPAdapter_plus (v2), of the two Flux IP-Adapter packs (XLabs-AI's
 x-flux-comfyui, Shakker-Labs' ComfyUI-IPAdapter-Flux for InstantX's adapter), of Slickytail's
 ComfyUI-InstantX-IPAdapter-SD3 (InstantX's SD3.5 Large adapter), of cubiq's ComfyUI_InstantID (InstantID: face
-IP-Adapter plus IdentityNet ControlNet) and of cubiq's PuLID_ComfyUI (PuLID for SDXL) as their INPUT_TYPES declare
-them: socket inputs, widgets in widgets_values order (and the layouts of earlier releases), outputs by slot. TARGETS
+IP-Adapter plus IdentityNet ControlNet), of cubiq's PuLID_ComfyUI (PuLID for SDXL) and of balazik's ComfyUI-PuLID-Flux
+(PuLID for Flux, and its forks that keep its node ids) as their INPUT_TYPES declare them: socket inputs, widgets in
+widgets_values order (and the layouts of earlier releases or of forks), outputs by slot. TARGETS
 describes the nodes the converter writes (this pack's, plus core nodes it adds) as /object_info reports them (a test
 compares them with the live server, so they cannot drift). RULES says, per source node type, which node of this pack
 replaces it and how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new
@@ -20,21 +21,23 @@ PARAMS, INSIGHTFACE = "IPADAPTER_KIT_PARAMS", "INSIGHTFACE_KIT"
 FACE_TOKENS, EVA_CLIP = "IPAKIT_FACE_TOKENS", "IPAKIT_EVA_CLIP"
 PLUS, XLABS, INSTANTX = "IPAdapter_plus", "x-flux-comfyui", "ComfyUI-IPAdapter-Flux"
 SD3, INSTANTID, PULID = "ComfyUI-InstantX-IPAdapter-SD3", "ComfyUI_InstantID", "PuLID_ComfyUI"
+PULID_FLUX = "ComfyUI-PuLID-Flux"
 SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE,
                 "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER,
                 "IP_ADAPTER_SD3_INSTANTX": IPADAPTER, "INSTANTID": IPADAPTER, "FACEANALYSIS": INSIGHTFACE,
-                "FACE_EMBEDS": FACE_TOKENS, "PULID": IPADAPTER, "EVA_CLIP": EVA_CLIP}
+                "FACE_EMBEDS": FACE_TOKENS, "PULID": IPADAPTER, "EVA_CLIP": EVA_CLIP, "PULIDFLUX": IPADAPTER}
 # Types only the source packs' objects travel on (-> the pack): a node we do not know that touches one is reported.
 SOURCE_TYPES = {**{kind: PLUS for kind in ("IPADAPTER", "EMBEDS", "IPADAPTER_PARAMS", "INSIGHTFACE",
                                            "WEIGHTS_STRATEGY")},
                 "IP_ADAPTER_FLUX": XLABS, "IP_ADAPTER_FLUX_INSTANTX": INSTANTX, "IP_ADAPTER_SD3_INSTANTX": SD3,
                 **dict.fromkeys(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS"), INSTANTID),
-                **dict.fromkeys(("PULID", "EVA_CLIP"), PULID)}
-# Of those, the ones other packs use too (ComfyUI_InstantID and PuLID_ComfyUI both load a FACEANALYSIS, so do
-# PuLID-Flux, InfiniteYou and others; PuLID-Flux loads an EVA_CLIP too; forks keep their pack's type names): a node
-# we do not know counts as touching one only through a link to or from a node of a source pack, not by having a
-# socket of that type, and the pack it is reported with is that node's (PACK_OF), not SOURCE_TYPES'.
-SHARED_SOURCE_TYPES = frozenset(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS", "PULID", "EVA_CLIP"))
+                **dict.fromkeys(("PULID", "EVA_CLIP"), PULID), "PULIDFLUX": PULID_FLUX}
+# Of those, the ones other packs use too (ComfyUI_InstantID, PuLID_ComfyUI and ComfyUI-PuLID-Flux all load a
+# FACEANALYSIS, so do InfiniteYou and others; both PuLID packs load an EVA_CLIP; forks keep their pack's type names,
+# PULIDFLUX too): a node we do not know counts as touching one only through a link to or from a node of a source
+# pack, not by having a socket of that type, and the pack it is reported with is that node's (PACK_OF), not
+# SOURCE_TYPES'.
+SHARED_SOURCE_TYPES = frozenset(("INSTANTID", "FACEANALYSIS", "FACE_EMBEDS", "PULID", "EVA_CLIP", "PULIDFLUX"))
 FLUX_DOUBLE_BLOCKS = 19  # Flux dev / schnell; block_weights names them d0..d18
 SD35_SHIFT = 3.0  # the flow shift of SD3.5 Large (ComfyUI's SD3 model config) when no ModelSamplingSD3 sets one
 
@@ -57,7 +60,7 @@ NOISE_TYPES = ("fade", "dissolve", "gaussian", "shuffle")
 TILE_MODES = ("tiles with masks", "enhance whole image")
 INSTANTID_COMBINE = ("average", "norm average", "concat")
 INSTANTID_PACK = "antelopev2"  # the InsightFace pack ComfyUI_InstantID always loads (InstantID was trained on it)
-PULID_PACK = "antelopev2"  # the one PuLID_ComfyUI always loads (det_size 640, as here)
+PULID_PACK = "antelopev2"  # the one PuLID_ComfyUI and ComfyUI-PuLID-Flux always load (det_size 640, as here)
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -270,6 +273,10 @@ PULID_TARGETS = {
         [*_PULID_SOCKETS, weight(), combo("projection", PULID_PROJECTIONS), num("fidelity", "INT", 8, 0, 32),
          num("noise", "FLOAT", 0.0, 0.0, 1.0), *schedule(), sock("attn_mask", "MASK", True)],
         [("MODEL", "MODEL")]),
+    "IPAKitApplyPuLIDFlux": node(
+        "IPAdapter Kit: Apply PuLID (Flux)",
+        [*_PULID_SOCKETS, weight(), *schedule(), sock("attn_mask", "MASK", True)],
+        [("MODEL", "MODEL")]),
 }
 TARGETS.update(PULID_TARGETS)
 
@@ -278,7 +285,8 @@ TARGETS.update(PULID_TARGETS)
 # IPAdapter_plus v2 nodes (what the converter reads): sockets and widgets in the order of their INPUT_TYPES.
 def theirs(title, sockets, widgets, outputs, older=(), retired=None):
     """sockets: [(name, type)]; widgets: names in widgets_values order; outputs: [(name, type)] by slot;
-    older: the widget layouts of earlier releases (told apart by their number of values);
+    older: the widget layouts of earlier releases, or of forks that keep the node id (told apart by their number of
+    values);
     retired: (input names only earlier releases had, why such a node is left as it is)."""
     return {"title": title, "sockets": dict(sockets), "widgets": tuple(widgets), "outputs": [tuple(o) for o in outputs],
             "older": tuple(tuple(layout) for layout in older), "retired": retired}
@@ -500,10 +508,31 @@ PULID_SOURCES = {
                                      ["weight", "projection", "fidelity", "noise", "start_at", "end_at"], _MODEL),
     },
 }
+# balazik's ComfyUI-PuLID-Flux (pulidflux.py). Its ApplyPulidFlux kept one layout through all its commits (eecd526 to
+# a80912f, October 2024); attn_mask is declared but unused there ("TODO: Add masking support!"). Forks keep the
+# node ids: sipie800's ComfyUI-PuLID-Flux-Enhanced adds the fusion widgets (since its first commit, 12 October 2024)
+# and a prior_image socket (28 October 2024); lldacing's ComfyUI_PuLID_Flux_ll adds an options socket (its face
+# choice, from PulidFluxOptions) and applies attn_mask. Their InsightFace loader always loads antelopev2 (det_size
+# 640); their EVA-CLIP loader has no widget (it downloads EVA02-CLIP-L-14-336, facexlib its face parser).
+PULID_FLUX_FUSION = ("fusion", "fusion_weight_max", "fusion_weight_min", "train_step", "use_gray")
+_PULID_FLUX_APPLY = [("model", "MODEL"), ("pulid_flux", "PULIDFLUX"), ("eva_clip", "EVA_CLIP"),
+                     ("face_analysis", "FACEANALYSIS"), ("image", "IMAGE"), ("attn_mask", "MASK"),
+                     ("prior_image", "IMAGE"), ("options", "OPTIONS")]  # the last two: forks only
+PULID_FLUX_SOURCES = {
+    PULID_FLUX: {
+        "PulidFluxModelLoader": theirs("Load PuLID Flux Model", [], ["pulid_file"], [("PULIDFLUX", "PULIDFLUX")]),
+        "PulidFluxInsightFaceLoader": theirs("Load InsightFace (PuLID Flux)", [], ["provider"],
+                                             [("FACEANALYSIS", "FACEANALYSIS")]),
+        "PulidFluxEvaClipLoader": theirs("Load Eva Clip (PuLID Flux)", [], [], [("EVA_CLIP", "EVA_CLIP")]),
+        "ApplyPulidFlux": theirs("Apply PuLID Flux", _PULID_FLUX_APPLY, ["weight", "start_at", "end_at"], _MODEL,
+                                 older=[["weight", "start_at", "end_at", *PULID_FLUX_FUSION]]),  # the Enhanced fork
+    },
+}
 # Core nodes whose widgets the converter reads (widgets_values order).
 CORE_WIDGETS = {"CLIPVisionEncode": ("crop",), "ModelSamplingSD3": ("shift",)}
 PACK_OF = dict.fromkeys(SOURCES, PLUS)  # source node type -> its pack (for the report)
-for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES, **INSTANTID_SOURCES, **PULID_SOURCES}.items():
+for _pack, _nodes in {**FLUX_SOURCES, **SD3_SOURCES, **INSTANTID_SOURCES, **PULID_SOURCES,
+                      **PULID_FLUX_SOURCES}.items():
     SOURCES.update(_nodes)
     PACK_OF.update(dict.fromkeys(_nodes, _pack))
 
@@ -538,10 +567,16 @@ NOT_MAPPED = {
     "PrepImageForInsightFace": "an IPAdapter_plus v1 node (replaced in its v2): IPAdapter Kit: Apply FaceID crops "
                                "faces itself",
 }
-# balazik's ComfyUI-PuLID-Flux (pulidflux.py; forks such as ComfyUI-PuLID-Flux-Enhanced keep these ids).
-PULID_FLUX_NOT_MAPPED = dict.fromkeys(
-    ("PulidFluxModelLoader", "PulidFluxInsightFaceLoader", "PulidFluxEvaClipLoader", "ApplyPulidFlux"),
-    "PuLID for Flux is not in this version yet")
+# The extra nodes of lldacing's ComfyUI_PuLID_Flux_ll (a fork of ComfyUI-PuLID-Flux; its four nodes convert).
+PULID_FLUX_NOT_MAPPED = {
+    "PulidFluxOptions": "ComfyUI_PuLID_Flux_ll's choice of face (order, index, align mode) is not an option here: "
+                        "IPAdapter Kit: Apply PuLID (Flux) uses the largest face of each photo; crop the photo to "
+                        "the face you want",
+    "PulidFluxFaceDetector": "ComfyUI_PuLID_Flux_ll's face preview: IPAdapter Kit: Face Crops shows the faces found "
+                             "(the largest of each photo)",
+    "FixPulidFluxPatch": "ComfyUI_PuLID_Flux_ll's repair of its own model patch; IPAdapter Kit: Apply PuLID (Flux) "
+                         "needs none: link the model going into this node to where its output went, then delete it",
+}
 NOT_MAPPED.update(PULID_FLUX_NOT_MAPPED)
 
 
@@ -868,10 +903,16 @@ RULES.update({
 # tokens, as here).
 EVA_URL = f"https://huggingface.co/QuanSun/EVA-CLIP/resolve/main/{EVA_FILE}"
 FACE_PARSER_URL = f"https://github.com/xinntao/facexlib/releases/download/v0.2.0/{FACE_PARSER_FILE}"
-PULID_EVA_DOWNLOAD = (
-    f"PuLID_ComfyUI downloaded the EVA-CLIP tower and the face parser itself (into the Hugging Face cache and "
-    f"facexlib's weights folder); here they are files: download {EVA_FILE} ({EVA_URL}) into models/clip and "
-    f"{FACE_PARSER_FILE} ({FACE_PARSER_URL}) into models/facexlib")
+
+
+def eva_download(pack):
+    """The note for a PuLID pack's EVA-CLIP loader, which downloaded what is a file here."""
+    return (f"{pack} downloaded the EVA-CLIP tower and the face parser itself (into the Hugging Face cache and "
+            f"facexlib's weights folder); here they are files: download {EVA_FILE} ({EVA_URL}) into models/clip and "
+            f"{FACE_PARSER_FILE} ({FACE_PARSER_URL}) into models/facexlib")
+
+
+PULID_EVA_DOWNLOAD = eva_download(PULID)
 PULID_FACE = {"face_analysis": "insightface"}
 RULES.update({
     "PulidModelLoader": Rule("IPAKitPuLIDLoader"),
@@ -881,4 +922,38 @@ RULES.update({
                                notes=(PULID_EVA_DOWNLOAD,)),
     "ApplyPulid": Rule("IPAKitApplyPuLID", rename=PULID_FACE),
     "ApplyPulidAdvanced": Rule("IPAKitApplyPuLIDAdvanced", rename=PULID_FACE),
+})
+
+# balazik's ComfyUI-PuLID-Flux and the forks that keep its node ids. Its PuLID file stays in models/pulid (Load PuLID
+# reads the SDXL and the Flux releases), its InsightFace pack in models/insightface/models/antelopev2, and its EVA-CLIP
+# loader becomes the files, as for PuLID_ComfyUI. start_at / end_at carry over as they are: theirs gate the identity
+# on sigma_start >= timestep >= sigma_end with model_sampling.percent_to_sigma(start_at / end_at), and a Flux model's
+# timestep is its sigma (ModelSamplingFlux.timestep), which is how start_at / end_at gate here (schedule fractions
+# through percent_to_sigma, both ends included).
+PULID_DET_SIZE = 640
+PULID_FLUX_EVA_DOWNLOAD = eva_download(PULID_FLUX)
+PULID_FLUX_MASK = (
+    "attn_mask: ComfyUI-PuLID-Flux took the mask but never applied it (the identity acted on the whole picture; its "
+    "fork ComfyUI_PuLID_Flux_ll applies it); here it limits where the identity acts: remove the link to get their "
+    "picture")
+PULID_FLUX_APPLY = {
+    "rename": {"pulid_flux": "pulid", **PULID_FACE},
+    "hooks": ("pulid_flux_fusion",),
+    "drop": {
+        "prior_image": ((None,), "ComfyUI-PuLID-Flux-Enhanced added its photo to the references (and trained "
+                                 "'train_weight' towards it); to keep it as a reference, batch it with the image input "
+                                 "(Image Batch)"),
+        "options": ((None,), "ComfyUI_PuLID_Flux_ll's choice of face (PulidFluxOptions) is not an option here: the "
+                             "largest face of each photo is used (their default: large-small, index 0)")},
+}
+RULES.update({
+    "PulidFluxModelLoader": Rule("IPAKitPuLIDLoader"),
+    "PulidFluxInsightFaceLoader": Rule("IPAKitInsightFaceLoader", values={"provider": provider},
+                                       fixed={"pack": PULID_PACK, "det_size": PULID_DET_SIZE}),
+    "PulidFluxEvaClipLoader": Rule("IPAKitEVACLIPLoader",
+                                   fixed={"eva_file": EVA_FILE, "parser_file": FACE_PARSER_FILE},
+                                   notes=(PULID_FLUX_EVA_DOWNLOAD,)),
+    "ApplyPulidFlux": Rule("IPAKitApplyPuLIDFlux", variants=(("attn_mask_linked", "ApplyPulidFlux+mask"),),
+                           **PULID_FLUX_APPLY),
+    "ApplyPulidFlux+mask": Rule("IPAKitApplyPuLIDFlux", notes=(PULID_FLUX_MASK,), **PULID_FLUX_APPLY),
 })

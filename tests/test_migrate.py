@@ -1,7 +1,7 @@
 """The workflow converter (migrate/): its embedded node layouts against the live server, the mapping of hand-built
 IPAdapter_plus, Flux IP-Adapter pack (x-flux-comfyui, ComfyUI-IPAdapter-Flux) and SD3.5 IP-Adapter pack
-(ComfyUI-InstantX-IPAdapter-SD3) workflows and of ComfyUI_InstantID's and PuLID_ComfyUI's example workflows (UI and
-API format; ComfyUI-PuLID-Flux's are left as they are), the converted graphs run through the server, and the CLI."""
+(ComfyUI-InstantX-IPAdapter-SD3) workflows and of ComfyUI_InstantID's, PuLID_ComfyUI's and ComfyUI-PuLID-Flux's (and
+its forks') example workflows (UI and API format), the converted graphs run through the server, and the CLI."""
 import ast
 import copy
 import json
@@ -1354,7 +1354,7 @@ def test_instantid_api_prompt_converts():
 
 
 def test_face_analysis_of_other_packs_is_theirs_unless_linked_to_instantid_nodes():
-    # other packs (InfiniteYou, PuLID-Flux and more) load a FACEANALYSIS of their own: alone, their nodes are no concern
+    # other packs (InfiniteYou and more) load a FACEANALYSIS of their own: alone, their nodes are no concern
     other = {"1": {"class_type": "ACME_FaceAnalysisLoader", "inputs": {"provider": "CPU"}},
              "2": {"class_type": "ACME_ApplyFaceID", "inputs": {"face_analysis": ["1", 0], "weight": 1.0}},
              "3": {"class_type": "InstantIDModelLoader", "inputs": {"instantid_file": "ip-adapter.bin"}}}
@@ -1487,8 +1487,9 @@ def test_converted_instantid_workflow_runs(name, comfy_server, object_info):
 
 # ---------------------------------------------------------------------------------------------------------------
 # cubiq's PuLID_ComfyUI (SDXL) and balazik's ComfyUI-PuLID-Flux. Fixtures (tests/data/pulid_pack/README.md): the
-# examples/*.json of PuLID_ComfyUI as published (commit 4e1fd40) and ComfyUI-PuLID-Flux's
-# examples/pulid_flux_16bit_simple.json (commit a80912f), unchanged.
+# examples/*.json of PuLID_ComfyUI as published (commit 4e1fd40), ComfyUI-PuLID-Flux's
+# examples/pulid_flux_16bit_simple.json (commit a80912f) and its fork ComfyUI-PuLID-Flux-Enhanced's
+# examples/flux_pulid_multi.json (commit bce908a, its fusion widgets), unchanged.
 PULID_DATA = ROOT / "tests" / "data" / "pulid_pack"
 PULID_EXAMPLES = ["PuLID_simple", "PuLID_attention_mask", "PuLID_IPAdapter_style_transfer", "PuLID_lightning_lora",
                   "PuLID_4-Step_lightning"]
@@ -1503,7 +1504,19 @@ PULID_LOADERS = {"eva": ["mapped: node 19: PulidEvaClipLoader -> IPAKitEVACLIPLo
                  "face": ["mapped: node 17: PulidInsightFaceLoader -> IPAKitInsightFaceLoader"],
                  "pulid": ["mapped: node 16: PulidModelLoader -> IPAKitPuLIDLoader"]}
 PULID_LOADER_LINES = PULID_LOADERS["eva"] + PULID_LOADERS["face"] + PULID_LOADERS["pulid"]
-NOT_YET_FLUX = "left as it is: PuLID for Flux is not in this version yet"
+FLUX_EVA_DOWNLOAD = EVA_DOWNLOAD.replace("PuLID_ComfyUI", "ComfyUI-PuLID-Flux")
+PULID_FLUX_LOADERS = {"face": "mapped: node 53: PulidFluxInsightFaceLoader -> IPAKitInsightFaceLoader",
+                      "eva": ["mapped: node 51: PulidFluxEvaClipLoader -> IPAKitEVACLIPLoader",
+                              f"note: node 51 PulidFluxEvaClipLoader -> IPAKitEVACLIPLoader: {FLUX_EVA_DOWNLOAD}"],
+                      "pulid": "mapped: node 45: PulidFluxModelLoader -> IPAKitPuLIDLoader"}
+APPLY_PULID_FLUX = "mapped: node 62: ApplyPulidFlux -> IPAKitApplyPuLIDFlux"
+
+
+def pulid_flux_others(*extra):
+    names = sorted({"BasicGuider", "BasicScheduler", "CLIPTextEncode", "DualCLIPLoader", "EmptySD3LatentImage",
+                    "FluxGuidance", "KSamplerSelect", "PreviewImage", "RandomNoise", "SamplerCustomAdvanced",
+                    "UNETLoader", "VAEDecode", "VAELoader", *extra})
+    return f"note: graph: 14 other node(s) left as they are: {', '.join(names)}"
 
 
 def pulid_others(count, *extra):
@@ -1532,18 +1545,16 @@ PULID_REPORTS = {
                              converted_summary(4)],
     "PuLID_4-Step_lightning": [*PULID_LOADER_LINES, apply_pulid(33), pulid_others(9, "UNETLoader"),
                                converted_summary(4)],
-    "pulid_flux_16bit_simple": [
-        f"unmapped: node 53 PulidFluxInsightFaceLoader: {NOT_YET_FLUX}",
-        f"unmapped: node 51 PulidFluxEvaClipLoader: {NOT_YET_FLUX}",
-        f"unmapped: node 45 PulidFluxModelLoader: {NOT_YET_FLUX}",
-        f"unmapped: node 62 ApplyPulidFlux: {NOT_YET_FLUX}",
-        "note: graph: 14 other node(s) left as they are: BasicGuider, BasicScheduler, CLIPTextEncode, DualCLIPLoader, "
-        "EmptySD3LatentImage, FluxGuidance, KSamplerSelect, LoadImage, PreviewImage, RandomNoise, "
-        "SamplerCustomAdvanced, UNETLoader, VAEDecode, VAELoader",
-        "summary: 0 node(s) converted, 4 left as they are, 0 lossy change(s)"],
+    "pulid_flux_16bit_simple": [  # balazik's ComfyUI-PuLID-Flux
+        PULID_FLUX_LOADERS["face"], *PULID_FLUX_LOADERS["eva"], PULID_FLUX_LOADERS["pulid"], APPLY_PULID_FLUX,
+        pulid_flux_others("LoadImage"), converted_summary(4)],
+    "flux_pulid_multi": [  # its fork ComfyUI-PuLID-Flux-Enhanced: fusion 'mean', use_gray on, as here
+        PULID_FLUX_LOADERS["face"], PULID_FLUX_LOADERS["pulid"], *PULID_FLUX_LOADERS["eva"], APPLY_PULID_FLUX,
+        pulid_flux_others("LoadImagesFromDir //Inspire"), converted_summary(4)],
 }
+PULID_FLUX_EXAMPLES = ["pulid_flux_16bit_simple", "flux_pulid_multi"]
 PULID_INPUTS = ["model", "pulid", "eva_clip", "insightface", "image", "attn_mask"]
-THEIR_PULID_TYPES = {"PULID", "EVA_CLIP", "FACEANALYSIS"}
+THEIR_PULID_TYPES = {"PULID", "PULIDFLUX", "EVA_CLIP", "FACEANALYSIS"}
 
 
 def load_pulid(name):
@@ -1565,9 +1576,6 @@ def test_pulid_workflow_converts_with_the_expected_report(name):
     assert source == before, "the input workflow was modified"
     assert result.report == PULID_REPORTS[name]
     converted = result.workflow
-    if name.startswith("pulid_flux"):  # nothing of PuLID-Flux is converted: the workflow stays as it was
-        assert result.exit_code == 2 and converted == before
-        return
     assert result.exit_code == 0
     _link_table_is_consistent(converted)
     assert [n["id"] for n in converted["nodes"]] == [n["id"] for n in before["nodes"]]  # nothing added or removed
@@ -1576,7 +1584,7 @@ def test_pulid_workflow_converts_with_the_expected_report(name):
         if node["type"].startswith("IPAKit"):  # their types and input names are gone
             sockets = (node.get("inputs") or []) + (node.get("outputs") or [])
             assert not {s["type"] for s in sockets} & THEIR_PULID_TYPES, node["id"]
-            assert "face_analysis" not in {s["name"] for s in sockets}, node["id"]
+            assert not {s["name"] for s in sockets} & {"face_analysis", "pulid_flux"}, node["id"]
     assert not {link[5] for link in converted["links"]} & THEIR_PULID_TYPES
     assert converted["last_link_id"] == before["last_link_id"] and converted["last_node_id"] == before["last_node_id"]
 
@@ -1736,30 +1744,160 @@ def test_pulid_api_prompt_converts():
     assert result.exit_code == 0
 
 
-def test_pulid_flux_nodes_are_left_as_they_are():
-    prompt = {"45": {"class_type": "PulidFluxModelLoader", "inputs": {"pulid_file": "pulid_flux_v0.9.0.safetensors"}},
-              "51": {"class_type": "PulidFluxEvaClipLoader", "inputs": {}},
-              "53": {"class_type": "PulidFluxInsightFaceLoader", "inputs": {"provider": "CPU"}},
-              "62": {"class_type": "ApplyPulidFlux", "inputs": {
-                  "model": ["63", 0], "pulid_flux": ["45", 0], "eva_clip": ["51", 0], "face_analysis": ["53", 0],
-                  "image": ["54", 0], "weight": 1.0, "start_at": 0.0, "end_at": 1.0}},
-              "63": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors"}},
-              "54": {"class_type": "LoadImage", "inputs": {"image": "einstein.jpg"}}}
-    result = convert(prompt)
-    assert result.workflow == prompt and result.exit_code == 2
-    assert problems(result) == [f"unmapped: node {node_id} {kind}: {NOT_YET_FLUX}" for node_id, kind in (
-        ("45", "PulidFluxModelLoader"), ("51", "PulidFluxEvaClipLoader"), ("53", "PulidFluxInsightFaceLoader"),
-        ("62", "ApplyPulidFlux"))]
-    assert set(mapping.PULID_FLUX_NOT_MAPPED) == {"PulidFluxModelLoader", "PulidFluxInsightFaceLoader",
-                                                  "PulidFluxEvaClipLoader", "ApplyPulidFlux"}
+@pytest.mark.parametrize("name", PULID_FLUX_EXAMPLES)
+def test_pulid_flux_examples_keep_their_values_and_links(name):
+    converted = convert(load_pulid(name)).workflow
+    nodes = nodes_by_id(converted)
+    loader, face, eva, apply = nodes[45], nodes[53], nodes[51], nodes[62]
+    assert loader["type"] == "IPAKitPuLIDLoader" and loader["widgets_values"] == ["pulid_flux_v0.9.0.safetensors"]
+    assert loader["outputs"][0]["name"] == "PULID" and loader["outputs"][0]["type"] == "IPADAPTER_KIT"
+    assert face["type"] == "IPAKitInsightFaceLoader" and face["widgets_values"] == ["antelopev2", "CPU", 640]
+    assert eva["type"] == "IPAKitEVACLIPLoader"  # theirs had no widget: the files it downloaded
+    assert eva["widgets_values"] == ["EVA02_CLIP_L_336_psz14_s6B.pt", "parsing_bisenet.pth"]
+    assert apply["type"] == "IPAKitApplyPuLIDFlux" and "title" not in apply
+    # weight, start_at, end_at as saved (schedule fractions there too); the fork's fusion 'mean' / use_gray on are
+    # what this node does
+    assert apply["widgets_values"] == [1, 0, 1]
+    assert [inp["name"] for inp in apply["inputs"]] == PULID_INPUTS
+    assert [(out["name"], out["type"]) for out in apply["outputs"]] == [("MODEL", "MODEL")]
+    image = {"pulid_flux_16bit_simple": 54, "flux_pulid_multi": 66}[name]
+    assert linked_inputs(converted, 62) == {"model": (63, 0, "MODEL"), "pulid": (45, 0, "IPADAPTER_KIT"),
+                                            "eva_clip": (51, 0, "IPAKIT_EVA_CLIP"),
+                                            "insightface": (53, 0, "INSIGHTFACE_KIT"), "image": (image, 0, "IMAGE")}
+    assert linked_inputs(converted, 47)["model"] == (62, 0, "MODEL")  # on to the guider, as before
+    assert linked_inputs(converted, 17)["model"] == (63, 0, "MODEL")  # the scheduler keeps the plain model
 
-    # their apply fed by PuLID_ComfyUI's loaders (the types match there): the loaders convert, the apply is reported
-    mixed = copy.deepcopy(prompt)
-    mixed.update(pulid_prompt())
-    mixed["62"]["inputs"].update(eva_clip=["19", 0], face_analysis=["17", 0])
+
+def pulid_flux_prompt():
+    """pulid_flux_16bit_simple's PuLID part in the API format, with a mask and other values."""
+    return {
+        "45": {"class_type": "PulidFluxModelLoader", "inputs": {"pulid_file": "pulid_flux_v0.9.1.safetensors"}},
+        "51": {"class_type": "PulidFluxEvaClipLoader", "_meta": {"title": "Load Eva Clip (PuLID Flux)"}, "inputs": {}},
+        "53": {"class_type": "PulidFluxInsightFaceLoader", "inputs": {"provider": "ROCM"}},
+        "54": {"class_type": "LoadImage", "inputs": {"image": "einstein.jpg"}},
+        "55": {"class_type": "LoadImage", "inputs": {"image": "mask.png"}},
+        "62": {"class_type": "ApplyPulidFlux", "_meta": {"title": "Apply PuLID Flux"}, "inputs": {
+            "model": ["63", 0], "pulid_flux": ["45", 0], "eva_clip": ["51", 0], "face_analysis": ["53", 0],
+            "image": ["54", 0], "attn_mask": ["55", 1], "weight": 0.85, "start_at": 0.1, "end_at": 0.9}},
+        "63": {"class_type": "UNETLoader", "inputs": {"unet_name": "flux1-dev.safetensors", "weight_dtype": "default"}},
+        "47": {"class_type": "BasicGuider", "inputs": {"model": ["62", 0], "conditioning": ["26", 0]}},
+    }
+
+
+PULID_FLUX_MASK_NOTE = (
+    "note: node 62 ApplyPulidFlux -> IPAKitApplyPuLIDFlux: attn_mask: ComfyUI-PuLID-Flux took the mask but never "
+    "applied it (the identity acted on the whole picture; its fork ComfyUI_PuLID_Flux_ll applies it); here it limits "
+    "where the identity acts: remove the link to get their picture")
+
+
+def test_pulid_flux_api_prompt_converts():
+    prompt = pulid_flux_prompt()
+    result = convert(prompt)
+    out = result.workflow
+    assert set(out) == set(prompt)  # nothing added, nothing removed
+    assert out["45"] == {"class_type": "IPAKitPuLIDLoader", "inputs": {"pulid_file": "pulid_flux_v0.9.1.safetensors"}}
+    assert out["51"] == {"class_type": "IPAKitEVACLIPLoader",
+                         "_meta": {"title": "IPAdapter Kit: Load EVA-CLIP (PuLID)"},
+                         "inputs": {"eva_file": "EVA02_CLIP_L_336_psz14_s6B.pt", "parser_file": "parsing_bisenet.pth"}}
+    assert out["53"] == {"class_type": "IPAKitInsightFaceLoader",
+                         "inputs": {"pack": "antelopev2", "provider": "ROCm", "det_size": 640}}
+    # start_at / end_at: their percent_to_sigma gate on the Flux sigma is this node's: the values carry over
+    assert out["62"] == {"class_type": "IPAKitApplyPuLIDFlux", "_meta": {"title": "IPAdapter Kit: Apply PuLID (Flux)"},
+                         "inputs": {"weight": 0.85, "start_at": 0.1, "end_at": 0.9, "model": ["63", 0],
+                                    "pulid": ["45", 0], "eva_clip": ["51", 0], "insightface": ["53", 0],
+                                    "image": ["54", 0], "attn_mask": ["55", 1]}}
+    assert all(out[i] == prompt[i] for i in ("47", "54", "55", "63"))
+    assert result.report == [
+        "mapped: node 45: PulidFluxModelLoader -> IPAKitPuLIDLoader",
+        "mapped: node 51: PulidFluxEvaClipLoader -> IPAKitEVACLIPLoader",
+        f"note: node 51 PulidFluxEvaClipLoader -> IPAKitEVACLIPLoader: {FLUX_EVA_DOWNLOAD}",
+        "mapped: node 53: PulidFluxInsightFaceLoader -> IPAKitInsightFaceLoader",
+        "note: node 53 PulidFluxInsightFaceLoader -> IPAKitInsightFaceLoader: provider ROCm: only offered when the "
+        "installed onnxruntime has it",
+        APPLY_PULID_FLUX,
+        PULID_FLUX_MASK_NOTE,
+        "note: graph: 4 other node(s) left as they are: BasicGuider, LoadImage, UNETLoader",
+        "summary: 4 node(s) converted, 0 left as they are, 0 lossy change(s)"]
+    assert result.exit_code == 0
+
+    # their apply fed by PuLID_ComfyUI's loaders (the same type names): all of it converts, onto the same objects
+    mixed = pulid_prompt()
+    mixed.update({k: v for k, v in pulid_flux_prompt().items() if k in ("62", "63", "54", "55")})
+    mixed["62"]["inputs"].update(pulid_flux=["16", 0], eva_clip=["19", 0], face_analysis=["17", 0])
     result = convert(mixed)
-    assert result.workflow["62"] == mixed["62"] and result.workflow["19"]["class_type"] == "IPAKitEVACLIPLoader"
-    assert f"unmapped: node 62 ApplyPulidFlux: {NOT_YET_FLUX}" in problems(result)
+    assert problems(result) == [] and result.exit_code == 0
+    assert {k: v for k, v in result.workflow["62"]["inputs"].items() if k in ("pulid", "eva_clip", "insightface")} == {
+        "pulid": ["16", 0], "eva_clip": ["19", 0], "insightface": ["17", 0]}
+    assert result.workflow["19"]["class_type"] == "IPAKitEVACLIPLoader"
+
+
+def enhanced_apply(**values):
+    """ComfyUI-PuLID-Flux-Enhanced's ApplyPulidFlux in the API format (its fusion widgets)."""
+    inputs = {"model": ["63", 0], "pulid_flux": ["45", 0], "eva_clip": ["51", 0], "face_analysis": ["53", 0],
+              "image": ["54", 0], "weight": 0.9, "start_at": 0.0, "end_at": 0.8, "fusion": "mean",
+              "fusion_weight_max": 1.0, "fusion_weight_min": 0.0, "train_step": 1000, "use_gray": True}
+    inputs.update(values)
+    return {"62": {"class_type": "ApplyPulidFlux", "inputs": inputs}}
+
+
+def test_pulid_flux_forks_options_without_a_counterpart_are_reported():
+    here = "node 62 ApplyPulidFlux -> IPAKitApplyPuLIDFlux"
+    kept = "here the photos are averaged into one identity (their 'mean'; the same for one photo); weight, " \
+           "start_at and end_at are kept"
+    # their defaults (and 'train_weight' with no training step, which averages) are what this node does
+    for values in ({}, {"fusion": "train_weight", "train_step": 0}, {"fusion_weight_max": 3.0, "train_step": 5}):
+        result = convert(enhanced_apply(**values))
+        assert problems(result) == [] and result.exit_code == 0, values
+        assert result.workflow["62"]["inputs"] == {
+            "weight": 0.9, "start_at": 0.0, "end_at": 0.8, "model": ["63", 0], "pulid": ["45", 0],
+            "eva_clip": ["51", 0], "insightface": ["53", 0], "image": ["54", 0]}
+    result = convert(enhanced_apply(fusion="auto_weight", fusion_weight_max=2.0, fusion_weight_min=0.5,
+                                    use_gray=False, prior_image=["56", 0]))
+    assert problems(result) == [
+        f"lossy: {here}: link to prior_image removed: ComfyUI-PuLID-Flux-Enhanced added its photo to the references "
+        "(and trained 'train_weight' towards it); to keep it as a reference, batch it with the image input (Image "
+        "Batch)",
+        f"lossy: {here}: fusion 'auto_weight' (and fusion_weight_min 0.5, fusion_weight_max 2.0) dropped: it weights "
+        f"the photos by the rank of their norm when several photos are given; {kept}",
+        f"lossy: {here}: use_gray False dropped: EVA-CLIP sees the face in color there; here it sees it in gray, as "
+        "PuLID was trained (their use_gray on)"]
+    assert result.exit_code == 2 and "prior_image" not in result.workflow["62"]["inputs"]
+    assert set(result.workflow["62"]["inputs"]) == {"weight", "start_at", "end_at", "model", "pulid", "eva_clip",
+                                                    "insightface", "image"}
+    assert problems(convert(enhanced_apply(fusion="train_weight", train_step=500))) == [
+        f"lossy: {here}: fusion 'train_weight' (and train_step 500) dropped: it trains the photos' weights when "
+        f"several photos are given; {kept}"]
+
+    # the same in a UI workflow: the fork's example saved with 'max' and colour faces
+    workflow = load_pulid("flux_pulid_multi")
+    nodes_by_id(workflow)[62]["widgets_values"] = [0.8, 0.1, 0.9, "max", 1, 0, 1000, False]
+    result = convert(workflow)
+    assert nodes_by_id(result.workflow)[62]["widgets_values"] == [0.8, 0.1, 0.9]
+    assert problems(result) == [
+        f"lossy: {here}: fusion 'max' dropped: it takes their largest value when several photos are given; {kept}",
+        f"lossy: {here}: use_gray False dropped: EVA-CLIP sees the face in color there; here it sees it in gray, as "
+        "PuLID was trained (their use_gray on)"]
+    nodes_by_id(workflow)[62]["widgets_values"] = [0.8, 0.1, 0.9, "max", 1]  # neither theirs nor the fork's
+    assert problems(convert(workflow)) == [
+        "unmapped: node 62 ApplyPulidFlux: left as it is: its 5 widget values do not match the 3 widgets (weight, "
+        "start_at, end_at) of ComfyUI-PuLID-Flux's current node; saved by another version? Rebuild it by hand"]
+
+    # lldacing's ComfyUI_PuLID_Flux_ll: the options socket and its extra nodes
+    prompt = enhanced_apply()
+    for name in mapping.PULID_FLUX_FUSION:
+        del prompt["62"]["inputs"][name]
+    prompt["62"]["inputs"]["options"] = ["70", 0]
+    prompt["70"] = {"class_type": "PulidFluxOptions", "inputs": {
+        "input_faces_order": "left-right", "input_faces_index": 1, "input_faces_align_mode": 1}}
+    prompt["71"] = {"class_type": "FixPulidFluxPatch", "inputs": {"model": ["62", 0]}}
+    result = convert(prompt)
+    assert problems(result) == [
+        f"lossy: {here}: link to options removed: ComfyUI_PuLID_Flux_ll's choice of face (PulidFluxOptions) is not an "
+        "option here: the largest face of each photo is used (their default: large-small, index 0)",
+        f"unmapped: node 70 PulidFluxOptions: left as it is: {mapping.NOT_MAPPED['PulidFluxOptions']}",
+        f"unmapped: node 71 FixPulidFluxPatch: left as it is: {mapping.NOT_MAPPED['FixPulidFluxPatch']}"]
+    assert "options" not in result.workflow["62"]["inputs"] and result.workflow["71"] == prompt["71"]
+    assert set(mapping.PULID_FLUX_NOT_MAPPED) == {"PulidFluxOptions", "PulidFluxFaceDetector", "FixPulidFluxPatch"}
 
 
 def _add_reroute(workflow, node_id, link, link_type, new_link):
@@ -1790,12 +1928,20 @@ def test_reroutes_pass_our_types_on_only_from_converted_nodes():
     assert linked_inputs(converted, 33)["eva_clip"] == (90, 0, "IPAKIT_EVA_CLIP")
     assert linked_inputs(converted, 33)["insightface"] == (91, 0, "INSIGHTFACE_KIT")
 
-    # PuLID-Flux's objects (the same type names) stay theirs: its nodes are left as they are
+    # the same for PuLID-Flux's loaders (their PULIDFLUX too)
     workflow = load_pulid("pulid_flux_16bit_simple")
-    for node_id, origin, kind, new_link in ((90, 51, "EVA_CLIP", 240), (91, 53, "FACEANALYSIS", 241)):
+    for node_id, origin, kind, new_link in ((90, 51, "EVA_CLIP", 240), (91, 53, "FACEANALYSIS", 241),
+                                            (92, 45, "PULIDFLUX", 242)):
         _add_reroute(workflow, node_id, next(link for link in workflow["links"] if link[1] == origin), kind, new_link)
-    before = copy.deepcopy(workflow)
-    assert convert(workflow).workflow == before
+    result = convert(workflow)
+    assert problems(result) == []
+    converted = result.workflow
+    _link_table_is_consistent(converted)
+    nodes = nodes_by_id(converted)
+    assert [nodes[i]["outputs"][0]["type"] for i in (90, 91, 92)] == ["IPAKIT_EVA_CLIP", "INSIGHTFACE_KIT",
+                                                                      "IPADAPTER_KIT"]
+    assert linked_inputs(converted, 62)["pulid"] == (92, 0, "IPADAPTER_KIT")
+    assert linked_inputs(converted, 62)["insightface"] == (91, 0, "INSIGHTFACE_KIT")
 
 
 def test_unknown_nodes_linked_to_pulid_nodes_are_reported():
@@ -1855,8 +2001,11 @@ def test_cli_converts_a_pulid_workflow(tmp_path):
     assert json.loads(out.read_text()) == convert(load_pulid("PuLID_attention_mask")).workflow
     assert done.stderr.splitlines() == PULID_REPORTS["PuLID_attention_mask"] + [f"wrote {out}"]
     done = _cli(["-m", "migrate", str(PULID_DATA / "pulid_flux_16bit_simple.json"), str(out)], tmp_path)
-    assert done.returncode == 2 and done.stderr.splitlines() == PULID_REPORTS["pulid_flux_16bit_simple"] + [
+    assert done.returncode == 0 and done.stderr.splitlines() == PULID_REPORTS["pulid_flux_16bit_simple"] + [
         f"wrote {out}"]
+    assert json.loads(out.read_text()) == convert(load_pulid("pulid_flux_16bit_simple")).workflow
+    done = _cli(["-m", "migrate", "--help"], tmp_path)
+    assert done.returncode == 0 and "InstantID" in done.stderr and "PuLID (SDXL or Flux)" in done.stderr
 
 
 PULID_WORLD = {  # the tiny world's files standing in for their examples' (the same names where theirs are fixed)
@@ -1887,3 +2036,70 @@ def test_converted_pulid_workflow_runs(comfy_server, object_info):
             node["mode"] = 4
     without = run_one_image(comfy_server, to_api(converted, object_info))
     assert np.abs(with_pulid - without).max() > 0, "the converted PuLID node did not change the image"
+
+
+PULID_FLUX_WORLD = {  # the tiny world's files standing in for balazik's example's
+    ("CheckpointLoaderSimple", "ckpt_name"): "flux1-dev-fp8.safetensors",
+    ("IPAKitPuLIDLoader", "pulid_file"): "pulid_flux_v0.9.1.safetensors",
+    ("IPAKitEVACLIPLoader", "eva_file"): "EVA02_CLIP_L_336_psz14_s6B.pt",
+    ("IPAKitEVACLIPLoader", "parser_file"): "parsing_bisenet.pth",
+    ("IPAKitInsightFaceLoader", "pack"): "antelopev2",
+    ("LoadImage", "image"): ("face_a.png", "face_b.png"),
+}
+PULID_FLUX_FILE_WIDGETS = ("pulid_file", "image", "unet_name", "clip_name1", "clip_name2", "vae_name")
+
+
+def test_converted_pulid_flux_workflow_is_valid_for_the_server(object_info):
+    converted = convert(load_pulid("pulid_flux_16bit_simple")).workflow
+    assert "IPAKitApplyPuLIDFlux" in object_info
+    for line in validate_widgets(converted, object_info):  # only the files of their example, not in the tiny world
+        what = line.partition(") ")[2]
+        assert what.split(" ")[0].rstrip(":") in PULID_FLUX_FILE_WIDGETS and "is not one of" in what, line
+    prompt = to_api(converted, object_info)
+    for node in prompt.values():
+        if node["class_type"].startswith("IPAKit"):
+            info = object_info[node["class_type"]]
+            required = set((info["input"].get("required") or {}))
+            assert required <= set(node["inputs"]), (node["class_type"], required - set(node["inputs"]))
+    assert prompt["62"]["inputs"] == {"model": ["63", 0], "pulid": ["45", 0], "eva_clip": ["51", 0],
+                                      "insightface": ["53", 0], "image": ["54", 0], "weight": 1, "start_at": 0,
+                                      "end_at": 1}
+
+
+def _on_the_tiny_flux_checkpoint(prompt):
+    """Their UNETLoader / DualCLIPLoader / VAELoader replaced by the tiny all-in-one Flux checkpoint (the world has
+    no separate Flux files): node 63 loads it, its CLIP and VAE outputs feed what 64 and 10 fed."""
+    prompt["63"] = {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "flux1-dev-fp8.safetensors"}}
+    moved = {"64": ["63", 1], "10": ["63", 2]}
+    for node_id in moved:
+        del prompt[node_id]
+    for node in prompt.values():
+        for name, value in node["inputs"].items():
+            if isinstance(value, list) and len(value) == 2 and str(value[0]) in moved:
+                node["inputs"][name] = moved[str(value[0])]
+    return prompt
+
+
+def test_converted_pulid_flux_workflow_runs(comfy_server, object_info):
+    missing = _flux_world_missing(object_info, PULID_FLUX_WORLD)
+    if missing:
+        pytest.skip(f"the tiny PuLID-Flux world is not served (missing: {', '.join(missing)})")
+    converted = convert(load_pulid("pulid_flux_16bit_simple")).workflow
+    set_widget(converted, "EmptySD3LatentImage", "width", 64, object_info)
+    set_widget(converted, "EmptySD3LatentImage", "height", 64, object_info)
+    set_widget(converted, "BasicScheduler", "steps", 2, object_info)
+    set_widget(converted, "LoadImage", "image", "face_a.png", object_info)
+    set_widget(converted, "IPAKitPuLIDLoader", "pulid_file", "pulid_flux_v0.9.1.safetensors", object_info)
+    for node in converted["nodes"]:
+        if node["id"] == 50:  # their result preview: saved, so the run returns it
+            node.update(type="SaveImage", widgets_values=["pulid_flux"])
+    runs = {}
+    for face in ("face_a.png", "face_b.png", None):  # None: the converted apply node bypassed
+        graph = copy.deepcopy(converted)
+        if face:
+            set_widget(graph, "LoadImage", "image", face, object_info)
+        else:
+            nodes_by_id(graph)[62]["mode"] = 4
+        runs[face] = run_one_image(comfy_server, _on_the_tiny_flux_checkpoint(to_api(graph, object_info)))
+    assert np.abs(runs["face_a.png"] - runs[None]).max() > 0, "the converted PuLID-Flux node did not change the image"
+    assert np.abs(runs["face_a.png"] - runs["face_b.png"]).max() > 0, "the identity does not follow the photo"
