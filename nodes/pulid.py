@@ -88,9 +88,9 @@ def check_pulid(adapter, model, kind="pulid"):
         raise InvalidInputError(f"{adapter.name} is PuLID's {other_family} release: use {other_node}.")
     family, _ = patching.model_family(model)
     if family.name != family_name:
-        raise IncompatibleModelError(f"{adapter.name} is PuLID's {family_name} release; this model is {family.name}. "
-                                     f"Load a {family_name} checkpoint, or the PuLID release for {family.name} if "
-                                     "there is one (SDXL and Flux).")
+        raise IncompatibleModelError(f"{adapter.name} is PuLID's {family_name} release: it works on {family_name} models "
+                                     f"only, and this model is {family.name}. PuLID has an SDXL and a Flux release; "
+                                     "use the one that matches your checkpoint.")
     return family
 
 

@@ -117,7 +117,7 @@ def test_advanced_node_matches_the_methods(sdxl, parts, world_paths):
 def test_typed_errors(sd15, sdxl, parts, world_paths):
     adapter, eva, analyzer = parts
     image = face_image(world_paths)
-    with pytest.raises(IncompatibleModelError, match="SDXL models only; this model is SD1.5"):
+    with pytest.raises(IncompatibleModelError, match="works on SDXL models only, and this model is SD1.5"):
         applied(sd15[0], parts, image)
     no_face = torch.from_numpy(insightface_pack.dark_image()[None].copy()).float() / 255
     with pytest.raises(InvalidInputError, match="reference 1 of 1: no face found"):

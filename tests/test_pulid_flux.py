@@ -104,7 +104,8 @@ def test_the_negative_pass_gets_the_negative_identity(flux, parts, world_paths):
 def test_typed_errors(flux, sd15, parts, world_paths):
     model = flux[0]
     image = face_image(world_paths)
-    with pytest.raises(IncompatibleModelError, match="PuLID's Flux release; this model is SD1.5"):
+    with pytest.raises(IncompatibleModelError, match="PuLID's Flux release: it works on Flux models only, and this "
+                                                     "model is SD1.5"):
         applied(sd15[0], parts, image)
     sdxl_pulid = model_cache.load_adapter(PULID_SDXL, "pulid")
     adapter, eva, analyzer = parts
