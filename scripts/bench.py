@@ -5,15 +5,18 @@ Builds real-size SD1.5 and SDXL UNets (random weights) through ComfyUI's own cla
 (random weights, written from the released tensor shapes), patches the model through the pack's own apply path
 (nodes.patching.apply_embeds) and times the model forward the sampler runs (batch 2: uncond + cond), unpatched vs
 patched, interleaved. The SDXL phase also times InstantID (scripts/bench_instantid.py, in its own process): one
-sampler step with a real-size IdentityNet (ComfyUI's ControlNet class) plain and with the identity tokens patched in.
+sampler step with a real-size IdentityNet (ComfyUI's ControlNet class) plain and with the identity tokens patched in,
+and PuLID (scripts/bench_pulid.py, its own process): one step plain and with PuLID's identity tokens (fidelity, style).
 A Flux phase (scripts/bench_flux.py) times one real-width Flux.1 double and single block, plain
-vs patched through the pack's dit block replace (XLabs, InstantX); an SD3.5 phase (scripts/bench_sd3.py) one
+vs patched through the pack's dit block replace (XLabs, InstantX), and with PuLID-Flux's cross-attention after them
+(scripts/bench_pulid.py); PuLID's one-off ID encoding of a face (EVA02-CLIP, BiSeNet, alignment, ID encoders) is timed
+in its own process too. An SD3.5 phase (scripts/bench_sd3.py) one
 real-width SD3.5 Large joint block (InstantX SD3.5-Large-IP-Adapter). Writes docs/benchmarks.md (a run of some phases
 replaces only their sections). See the Method section of that file for what is measured and how.
 
     .host/venv/bin/python scripts/bench.py [--arch sd15|sdxl|flux|sd35|both|all] [--size N] [--pairs N]
                                            [--flux-tokens N] [--sd3-tokens N] [--instantid-budget S]
-                                           [--device cpu|cuda]
+                                           [--pulid-budget S] [--cases a,b,...] [--device cpu|cuda]
 """
 import argparse
 import contextlib
@@ -40,8 +43,15 @@ TARGETS = {"base": 1.03, "plus": 1.05, "four": 1.10, "masked": 1.10}  # issue 6
 PHASES = {"all": ("sd15", "sdxl", "flux", "sd35"), "both": ("sd15", "sdxl"), "sd15": ("sd15",), "sdxl": ("sdxl",),
           "flux": ("flux",), "sd35": ("sd35",)}
 SECTION_ORDER = ("sd15", "sdxl", "flux", "sd35")  # <!-- bench:NAME --> sections of the doc, in this order
-PHASE_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd35": "SD3.5", "sdxl_instantid": "SDXL"}
-DIT_PHASES = {"flux", "sd35"}  # block-level phases (their own modules; no CLIP encode figure)
+PHASE_NAMES = {"sd15": "SD1.5", "sdxl": "SDXL", "flux": "Flux", "sd35": "SD3.5", "sdxl_instantid": "SDXL-InstantID",
+               "sdxl_pulid": "SDXL-PuLID", "flux_pulid": "Flux-PuLID"}
+DIT_PHASES = {"flux", "sd35", "flux_pulid"}  # block-level phases (their own modules; no CLIP encode figure)
+# sub-phases: their own process and their own <!-- bench:NAME --> subsection inside the parent phase's section, in
+# this order; run when the parent phase runs and their case is in --cases
+SUBPHASES = {"sdxl_instantid": ("sdxl", "instantid"), "sdxl_pulid": ("sdxl", "pulid"),
+             "flux_pulid": ("flux", "pulid")}
+SUB_CASES = {case for _, case in SUBPHASES.values()}
+DEFAULT_CASES = "base,plus,four,masked,faceid,instantid,pulid"
 
 
 def parse_args(argv=None):
@@ -57,12 +67,19 @@ def parse_args(argv=None):
                    help="UNet/compute dtype; default fp32 on CPU (what ComfyUI uses there), fp16 on CUDA")
     p.add_argument("--threads", type=int, default=1,
                    help="torch CPU threads while timing (default 1: see the Method section of docs/benchmarks.md)")
-    p.add_argument("--cases", default="base,plus,four,masked,faceid,instantid",
-                   help="comma-separated subset of cases (instantid: SDXL only, its own process with IdentityNet)")
+    p.add_argument("--cases", default=DEFAULT_CASES,
+                   help="comma-separated subset of cases (instantid: SDXL only, its own process with IdentityNet; "
+                        "pulid: SDXL and Flux, their own processes, plus one for PuLID's ID encoding). With only "
+                        "instantid / pulid, the SD1.5 / SDXL adapter cases are skipped, and with pulid the Flux "
+                        "adapters too")
     p.add_argument("--instantid-budget", type=float, default=170,
                    help="seconds of timed InstantID rounds (3 SDXL steps with IdentityNet each; at least 3 rounds, "
                         "at most --pairs)")
+    p.add_argument("--pulid-budget", type=float, default=120,
+                   help="seconds of timed SDXL PuLID rounds (3 SDXL steps each; at least 3 rounds, at most --pairs)")
     p.add_argument("--no-clip", action="store_true", help="skip the real-size CLIP ViT-H encode timing")
+    p.add_argument("--no-id-encode", action="store_true",
+                   help="skip the timing of PuLID's one-off ID encoding (EVA02-CLIP, BiSeNet, ID encoders)")
     p.add_argument("--flux-tokens", type=int, default=1024,
                    help="Flux image tokens (1024 = a 512x512 image, the CPU default; 4096 = 1024x1024)")
     p.add_argument("--flux-text", type=int, default=512, help="Flux text tokens (T5, 512 for dev)")
@@ -131,6 +148,7 @@ from ipadapter_kit.nodes import clip_encode, model_cache, paths, patching  # noq
 
 import bench_flux  # noqa: E402  (scripts/, next to this file: the Flux phase)
 import bench_instantid  # noqa: E402  (InstantID in the SDXL phase)
+import bench_pulid  # noqa: E402  (PuLID in the SDXL and Flux phases)
 import bench_sd3  # noqa: E402  (the SD3.5 phase)
 
 DEVICE = torch.device(ARGS.device)
@@ -707,7 +725,7 @@ def loadavg():
 def run_arch(arch, size, tmp, log):
     name = ARCH_NAMES[arch]
     result = {"arch": arch, "size": size, "pairs": ARGS.pairs, "date": datetime.date.today().isoformat()}
-    wanted = [c.strip() for c in ARGS.cases.split(",") if c.strip() and c.strip() != "instantid"]
+    wanted = [c.strip() for c in ARGS.cases.split(",") if c.strip() and c.strip() not in SUB_CASES]
     need = {"base"} if {"base", "four", "masked"} & set(wanted) else set()
     need |= {c for c in ("plus", "faceid") if c in wanted}
 
@@ -963,16 +981,49 @@ def arch_section(r):
     return "\n".join(lines)
 
 
+def extract(section, sub):
+    """The <!-- bench:sub --> subsection of a section (markers included), or None."""
+    start, end = f"<!-- bench:{sub} -->", f"<!-- /bench:{sub} -->"
+    if start in section and end in section:
+        return section[section.index(start):section.index(end) + len(end)]
+    return None
+
+
+def splice(section, sub, text):
+    """section with its <!-- bench:sub --> subsection replaced by text, or text added before the first later
+    subsection of SUBPHASES order (else before the section's end marker)."""
+    start, end = f"<!-- bench:{sub} -->", f"<!-- /bench:{sub} -->"
+    if start in section and end in section:
+        return section[:section.index(start)] + text + section[section.index(end) + len(end):]
+    parent = SUBPHASES[sub][0]
+    later = list(SUBPHASES)[list(SUBPHASES).index(sub) + 1:]
+    for other in later:
+        mark = f"<!-- bench:{other} -->"
+        if SUBPHASES[other][0] == parent and mark in section:
+            i = section.index(mark)
+            return section[:i] + text + "\n\n" + section[i:]
+    parent_end = f"<!-- /bench:{parent} -->"
+    if parent_end in section:
+        i = section.index(parent_end)
+        return section[:i].rstrip("\n") + "\n\n" + text + "\n" + section[i:]
+    return section.rstrip("\n") + "\n\n" + text
+
+
 def section_for(r):
-    if r["arch"] == "flux":
-        return bench_flux.section(sys.modules[__name__], r)
-    if r["arch"] == "sd35":
-        return bench_sd3.section(sys.modules[__name__], r)
+    bench = sys.modules[__name__]
     if r["arch"] == "sdxl_instantid":
-        return bench_instantid.section(sys.modules[__name__], r)
-    section = arch_section(r)
-    if r.get("instantid"):
-        section = bench_instantid.splice(section, bench_instantid.section(sys.modules[__name__], r["instantid"]))
+        return bench_instantid.section(bench, r)
+    if r["arch"] in ("sdxl_pulid", "flux_pulid"):
+        return bench_pulid.section(bench, r)
+    if r["arch"] == "flux":
+        section = bench_flux.section(bench, r)
+    elif r["arch"] == "sd35":
+        section = bench_sd3.section(bench, r)
+    else:
+        section = arch_section(r)
+    for sub in SUBPHASES:  # sub-phases that ran with this phase
+        if sub in r.get("subs", {}):
+            section = splice(section, sub, section_for(r["subs"][sub]))
     return section
 
 
@@ -986,27 +1037,31 @@ def write_doc(path, results, info, elapsed, partial=False):
         if start in old and end in old:
             sections[arch] = old[old.index(start):old.index(end) + len(end)]
     for r in results:
-        if r["arch"] == "sdxl_instantid":  # InstantID alone (--cases instantid): its part of the SDXL section
-            sections["sdxl"] = bench_instantid.splice(sections.get("sdxl", "<!-- bench:sdxl -->\n## SDXL\n\n"
-                                                                   "<!-- /bench:sdxl -->"), section_for(r))
+        if r["arch"] in SUBPHASES:  # a sub-phase alone (--cases instantid / pulid): its part of its parent's section
+            parent = SUBPHASES[r["arch"]][0]
+            sections[parent] = splice(sections.get(parent, f"<!-- bench:{parent} -->\n## {PHASE_NAMES[parent]}\n\n"
+                                                           f"<!-- /bench:{parent} -->"), r["arch"], section_for(r))
             continue
         new = section_for(r)
-        kept = bench_instantid.extract(sections.get(r["arch"], ""))
-        if kept and not bench_instantid.extract(new):  # a run without the InstantID case keeps its last figures
-            new = bench_instantid.splice(new, kept)
+        for sub, (parent, _) in SUBPHASES.items():
+            kept = extract(sections.get(r["arch"], ""), sub) if parent == r["arch"] else None
+            if kept and not extract(new, sub):  # a run without the sub-phase's case keeps its last figures
+                new = splice(new, sub, kept)
         sections[r["arch"]] = new
     last = re.search(r"Last (?:full )?run (.+?), took\s+([\d.]+) minutes", old)
     if partial and last:
         ran = ", ".join(PHASE_NAMES[r["arch"]] for r in results)
-        names = {PHASE_NAMES[r["arch"]] for r in results}
+        names = {PHASE_NAMES[a] for r in results for a in (r["arch"], *r.get("subs", {}))}
         end = old.find("\n\n", last.start())
         earlier = "".join(  # partial runs of other phases since the last full run keep their note
-            f"; {m.group(1)} updated {m.group(2)} by `--arch {m.group(3)}` ({m.group(4)} minutes)"
-            for m in re.finditer(r"((?:[\w.]+, )*[\w.]+) updated (\d{4}-\d\d-\d\d \d\d:\d\d) by\s+`--arch (\w+)`\s+"
-                                 r"\(([\d.]+) minutes\)", old[last.start():end if end >= 0 else None])
+            f"; {m.group(1)} updated {m.group(2)} by `{m.group(3)}` ({m.group(4)} minutes)"
+            for m in re.finditer(r"((?:[\w.-]+, )*[\w.-]+) updated (\d{4}-\d\d-\d\d \d\d:\d\d) by\s+"
+                                 r"`(--arch \w+(?:\s+--cases [\w,]+)?)`\s+\(([\d.]+) minutes\)",
+                                 old[last.start():end if end >= 0 else None])
             if not names & set(m.group(1).split(", ")))
+        command = f"--arch {ARGS.arch}" + (f" --cases {ARGS.cases}" if ARGS.cases != DEFAULT_CASES else "")
         run_line = (f"Last full run {last.group(1)}, took\n{last.group(2)} minutes{earlier}; {ran} updated "
-                    f"{info['date']} by `--arch {ARGS.arch}` ({elapsed / 60:.1f} minutes).")
+                    f"{info['date']} by `{command}` ({elapsed / 60:.1f} minutes).")
     else:
         run_line = f"Last run {info['date']}, took\n{elapsed / 60:.1f} minutes."
     gpu_line = (f"GPU: {info['gpu']}." if info["gpu"] else
@@ -1061,6 +1116,11 @@ Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python
   real-size IdentityNet (ComfyUI's `cldm.ControlNet` with the SDXL config, random weights) through ControlNet's
   `get_control` and `apply_model`, plain and with a real-size InstantID adapter applied as the pack's nodes do;
   same clock and threads, the number of rounds follows the first step's time (`--instantid-budget`).
+- PuLID (subsections of the SDXL and Flux sections, their own processes): a real-size PuLID SDXL file (fidelity and
+  style, the SDXL step as above, rounds following the first step's time, `--pulid-budget`) and a real-size
+  PuLID-Flux file (the Flux blocks above, each followed by its cross-attention through the pack's block patch), random
+  weights in the released layouts, loaded and installed as the pack's Apply PuLID nodes do; and, in a third process,
+  the one-off ID encoding of one face (alignment, BiSeNet, EVA02-CLIP-L-14-336 and the ID encoders at real size).
 - Memory: {MEMORY.what}.
   tracemalloc does not see torch's allocations, and torch keeps no CPU allocator statistics.
 - Level 1 is one attn2 call in isolation (real shapes of adapter layer 0) against ComfyUI's
@@ -1111,6 +1171,18 @@ InstantID (SDXL), first measured 2026-11-30 09:04 by `--arch sdxl` with the pack
 tokens' attention made it 1.005× (0.995–1.025) the plain UNet's step with the same IdentityNet (target ≤ 1.05×; the
 patch's own work 23 ms of a 5.0 s step), and InstantID as a whole cost 0.959× the plain UNet with a plain ControlNet
 on the text (IdentityNet projects 16 identity tokens instead of 77 text tokens).
+
+PuLID (SDXL and Flux), first measured 2026-11-30 by `--arch sdxl --cases pulid` (09:40, while a test suite shared the
+machine: load average 3) and `--arch flux --cases pulid` (09:48, load average 1.0) with the pack's first PuLID code
+(`ipadapter_core` of 6e38490, unchanged at 71f8024): on SDXL at a 16×16 latent a step with the identity tokens cost
+1.021× (fidelity: ortho_v2, 10 + 8 sink tokens) and 1.019× (style: ortho, 10 + 16) the plain step (target ≤ 1.05×),
+the patch's own work 68 and 43 ms of a 3.6 s step; one attn2 call cost 2.21× and 1.80× the plain call (1.35–1.41× for
+the IP-Adapter rows): the PuLID term is computed apart from the fused image attention and projected against the text
+output, and fidelity adds a second float32 softmax over the identity tokens for its identity mass. On Flux, PuLID's
+cross-attention after a real-width block took 189 ms at 1024 image tokens (13.3 G multiply-adds): 1.073× a double
+block and 1.069× a single block by the interleaved ratios, 1.067× and 1.066× by the instrumented time (target ≤
+1.15×); for a whole Flux step (20 cross-attentions over 57 blocks) about 1.023×. The one-off ID encoding of one face
+took 3.6 s (SDXL) and 4.2 s (Flux) of CPU on one thread after InsightFace, 2.9 s of it the EVA02-CLIP-L-14-336 tower.
 """
     body = [head]
     for arch in SECTION_ORDER:
@@ -1141,6 +1213,13 @@ def worker():
         elif ARGS.worker == "sdxl_instantid":
             result = bench_instantid.run_instantid(sys.modules[__name__], tmp, log,
                                                    ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE["sdxl"]))
+        elif ARGS.worker == "sdxl_pulid":
+            result = bench_pulid.run_sdxl(sys.modules[__name__], tmp, log,
+                                          ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE["sdxl"]))
+        elif ARGS.worker == "flux_pulid":
+            result = bench_pulid.run_flux(sys.modules[__name__], tmp, log)
+        elif ARGS.worker == "pulid_encode":
+            result = bench_pulid.run_encode(sys.modules[__name__], tmp, log)
         else:
             size = ARGS.size or (64 if DEVICE.type == "cuda" else DEFAULT_SIZE[ARGS.worker])
             result = run_arch(ARGS.worker, size, tmp, log)
@@ -1164,14 +1243,21 @@ def main():
     wanted = list(PHASES[ARGS.arch])
     partial = set(wanted) != set(PHASES["all"])
     cases = {c.strip() for c in ARGS.cases.split(",") if c.strip()}
-    if "sdxl" in wanted and "instantid" in cases:  # InstantID: its own process after the SDXL adapter cases
-        wanted.insert(wanted.index("sdxl") + 1, "sdxl_instantid")
-    if not cases - {"instantid"}:  # --cases instantid: no adapter cases to run in the UNet phases
-        wanted = [p for p in wanted if p not in ("sd15", "sdxl")]
+    for sub, (parent, case) in SUBPHASES.items():  # sub-phases: their own processes after their parent phase
+        if parent in wanted and case in cases:
+            at = wanted.index(parent) + 1
+            while at < len(wanted) and wanted[at] in SUBPHASES:
+                at += 1
+            wanted.insert(at, sub)
+    if not cases - SUB_CASES:  # --cases instantid / pulid: no adapter cases to run in the UNet (and Flux) phases
+        skip = {"sd15", "sdxl"} | ({"flux"} if "pulid" in cases else set())
+        wanted = [p for p in wanted if p not in skip]
         partial = True
     unet = any(p in ("sd15", "sdxl") for p in wanted)  # the CLIP encode figure is quoted in their sections
-    phases = ([] if ARGS.no_clip or not unet else ["clip"]) + wanted
-    results, clip, failed = [], None, []
+    pulid = any(p in ("sdxl_pulid", "flux_pulid") for p in wanted)  # PuLID's ID encoding, quoted in theirs
+    phases = ([] if ARGS.no_clip or not unet else ["clip"]) + \
+        ([] if ARGS.no_id_encode or not pulid else ["pulid_encode"]) + wanted
+    results, clip, id_encode, failed = [], None, None, []
     with tempfile.TemporaryDirectory(prefix="ipakit-bench-") as tmp:
         for phase in phases:
             path = os.path.join(tmp, f"{phase}.json")
@@ -1185,16 +1271,21 @@ def main():
                 result = json.load(f)
             if phase == "clip":
                 clip = result
+            elif phase == "pulid_encode":
+                id_encode = result
             else:
                 results.append(result)
     for r in results:
-        if clip and r["arch"] not in DIT_PHASES:
+        if clip and r["arch"] in ("sd15", "sdxl"):
             r["encode"] = clip
-    xl = next((r for r in results if r["arch"] == "sdxl"), None)
-    iid = next((r for r in results if r["arch"] == "sdxl_instantid"), None)
-    if xl and iid:  # InstantID goes into the SDXL section
-        xl["instantid"] = iid
-        results.remove(iid)
+        if id_encode and r["arch"] in ("sdxl_pulid", "flux_pulid"):
+            r["id_encode"] = id_encode
+    for sub, (parent, _) in SUBPHASES.items():  # a sub-phase goes into its parent's section
+        p = next((r for r in results if r["arch"] == parent), None)
+        s = next((r for r in results if r["arch"] == sub), None)
+        if p and s:
+            p.setdefault("subs", {})[sub] = s
+            results.remove(s)
     elapsed = time.time() - started
     sections = "\n\n".join(section_for(r) for r in results)
     print("\n" + sections.replace("<!-- ", "").replace(" -->", ""))
