@@ -1,8 +1,6 @@
 """FaceID adapters, their embedded and file LoRAs, and the unified FaceID loader, in-process."""
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import comfy.lora
 import comfy.sd
@@ -11,14 +9,9 @@ from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError, InvalidI
 from ipadapter_kit.nodes import faceid, faces, model_cache
 from test_invariants import sample
 from tinymodels import comfy_models
-from tinymodels.world import FACE_IMAGES
+from tinymodels.world import face_image
 
 CLIP_H = "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"
-
-
-def face_image(world, index=0):
-    array = np.asarray(Image.open(world / "input" / FACE_IMAGES[index]).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(array)[None]
 
 
 @pytest.fixture(scope="module")

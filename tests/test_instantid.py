@@ -1,9 +1,7 @@
 """InstantID on the tiny SDXL: detection, the identity resampler against diffusers, the keypoints hint, IdentityNet
 reading the identity tokens, the invariants of both halves, stacking, and typed errors; in-process."""
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import comfy.controlnet
 import comfy.sample
@@ -12,18 +10,13 @@ from host_support import tiny_configs
 from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from ipadapter_kit.nodes import apply, faceid, faces, instantid, model_cache, patching
 from tinymodels import comfy_models, insightface_pack
-from tinymodels.world import FACE_IMAGES, INSTANTID_ADAPTER, INSTANTID_CONTROLNET
+from tinymodels.world import INSTANTID_ADAPTER, INSTANTID_CONTROLNET, face_image
 
 CONTEXT = tiny_configs.SDXL_UNET["context_dim"]
 POOLED = tiny_configs.SDXL_UNET["adm_in_channels"] - 6 * 256
 
 
 pytestmark = pytest.mark.usefixtures("one_thread")  # many tiny matmuls: one thread is far faster here
-
-
-def face_image(world, index=0):
-    array = np.asarray(Image.open(world / "input" / FACE_IMAGES[index]).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(array)[None]
 
 
 @pytest.fixture(scope="module")

@@ -1,9 +1,7 @@
 """PuLID on the tiny SDXL through the pack's nodes: the whole face pipeline (antelopev2, alignment, parsing, EVA-CLIP,
 ID encoder) feeds identity tokens to the attn2 patch; methods, invariants, stacking, masks and typed errors."""
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import comfy.sample
 from host_support import tiny_configs
@@ -11,16 +9,11 @@ from ipadapter_kit.ipadapter_core import eva_clip, face_parsing
 from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from ipadapter_kit.nodes import faces, model_cache, patching, pulid
 from tinymodels import comfy_models, insightface_pack
-from tinymodels.world import EVA_CLIP, FACE_IMAGES, FACE_PARSER, PULID_SDXL
+from tinymodels.world import EVA_CLIP, FACE_PARSER, PULID_SDXL, face_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 CONTEXT = tiny_configs.SDXL_UNET["context_dim"]
 POOLED = tiny_configs.SDXL_UNET["adm_in_channels"] - 6 * 256
-
-
-def face_image(world, index=0):
-    array = np.asarray(Image.open(world / "input" / FACE_IMAGES[index]).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(array)[None]
 
 
 @pytest.fixture(scope="module")

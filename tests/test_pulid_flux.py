@@ -1,23 +1,16 @@
 """PuLID-Flux on the tiny Flux.1 through the pack's nodes: the identity's cross-attentions run after every 2nd double
 and every 4th single block on the generated image's tokens only, as the release does; invariants, masks, stacking
 with the Flux IP-Adapters, typed errors."""
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 
 import nodes as comfy_nodes
 from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from ipadapter_kit.ipadapter_core.families import flux as core_flux
 from ipadapter_kit.nodes import apply, clip_vision, faces, model_cache, pulid
-from tinymodels.world import EVA_CLIP, FACE_IMAGES, FACE_PARSER, PULID_FLUX, PULID_SDXL
+from tinymodels.world import EVA_CLIP, FACE_PARSER, PULID_FLUX, PULID_SDXL, face_image
 
 pytestmark = pytest.mark.usefixtures("one_thread")
-
-
-def face_image(world, index=0):
-    array = np.asarray(Image.open(world / "input" / FACE_IMAGES[index]).convert("RGB"), dtype=np.float32) / 255
-    return torch.from_numpy(array)[None]
 
 
 @pytest.fixture(scope="module")

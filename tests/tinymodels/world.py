@@ -58,6 +58,12 @@ def _fingerprint():
     return digest.hexdigest()
 
 
+def face_image(root, index=0):
+    """One of the world's face pictures as a ComfyUI IMAGE (1, H, W, 3) in 0..1."""
+    array = np.asarray(Image.open(pathlib.Path(root) / "input" / FACE_IMAGES[index]).convert("RGB"), dtype=np.float32)
+    return torch.from_numpy(array / 255)[None]
+
+
 def reference_image(seed, size=96):
     """A colourful RGB test image (smooth gradients plus seeded blobs)."""
     rng = np.random.default_rng(seed)
