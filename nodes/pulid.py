@@ -109,14 +109,17 @@ def identity(adapter, eva, insightface, image, noise, zero_tokens, encoder=None)
     clip_encode.check_images(image, "image")
     result = faces.analyze(insightface, image)
     pixels = face_pictures(eva, image, result)
-    device = comfy.model_management.get_torch_device()
+    comfy.model_management.load_model_gpu(adapter.patcher)  # the encoders are the adapter's: ComfyUI places them
+    device = adapter.patcher.load_device
+    offload = comfy.model_management.unet_offload_device()
     with torch.no_grad():
-        tower = eva.tower.to(device)
-        feature, hidden = tower(pixels.to(device), core_eva.PULID_LAYERS)
-        encoder = (encoder or adapter.weights.image_proj).to(device)
+        try:  # the EVA tower is used once per apply: on the device for that, then back
+            feature, hidden = eva.tower.to(device)(pixels.to(device), core_eva.PULID_LAYERS)
+        finally:
+            eva.tower.to(offload)
         generator = torch.Generator().manual_seed(0)
-        cond, uncond = core_pulid.identity_tokens(encoder, result.raw.to(device), feature, hidden, noise, zero_tokens,
-                                                  generator)
+        cond, uncond = core_pulid.identity_tokens(encoder or adapter.weights.image_proj, result.raw.to(device),
+                                                  feature, hidden, noise, zero_tokens, generator)
     out = comfy.model_management.intermediate_device()
     return cond.to(out), uncond.to(out)
 
