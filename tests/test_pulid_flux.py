@@ -135,3 +135,12 @@ def test_the_identity_hook_reads_nothing_on_the_host(flux, parts, world_paths, m
     patched = applied(model, parts, face_image(world_paths), start_at=0.3, attn_mask=torch.ones(32, 48))
     _refusing(monkeypatch, core_flux.FluxBlockPatch, "_add_identities")
     assert torch.isfinite(sample(patched, pos, neg, cfg=2.0)).all()
+
+
+def test_two_identities_read_the_block_output_so_their_order_does_not_matter(flux, parts, world_paths):
+    model, pos, neg = flux
+    a, b = face_image(world_paths, 0), face_image(world_paths, 1)
+    ab = sample(applied(applied(model, parts, a, weight=0.6), parts, b, weight=0.6), pos, neg)
+    ba = sample(applied(applied(model, parts, b, weight=0.6), parts, a, weight=0.6), pos, neg)
+    torch.testing.assert_close(ab, ba, atol=1e-5, rtol=1e-5)
+    assert not torch.allclose(ab, sample(applied(model, parts, a, weight=0.6), pos, neg), atol=1e-4)

@@ -189,6 +189,7 @@ class FluxBlockPatch(ImageAttention):
         image = stream[:, start:start + image_tokens]
         chunks = tuple(options.get("cond_or_uncond", [0]))
         batch = stream.shape[0]
+        terms = []  # every identity reads the block's own output, not another identity's
         for identity in self.identities:
             tokens = self._tokens_for(identity, chunks, batch, stream.device, stream.dtype)
             ca = identity.weights.pulid_ca[self._ca_of[key]]
@@ -199,7 +200,9 @@ class FluxBlockPatch(ImageAttention):
                 h, w = latent[2] if latent else _aspect_grid(image_tokens, tuple(identity.masks.shape[-2:]))
                 mask = layout_masks(identity.masks.to(stream.device, torch.float32), TokenLayout(0, h, w, image_tokens))
                 factor = factor * mask.to(stream.dtype).view(1, image_tokens, 1)
-            image += delta * factor
+            terms.append(delta * factor)
+        for term in terms:
+            image += term
 
     def _tokens_for(self, identity, chunks, batch, device, dtype):
         """(B, T, width): the positive's identity tokens for cond rows, the negative's for uncond rows (cached)."""
