@@ -23,3 +23,10 @@ class IncompatibleModelError(IPAdapterError):
 
 class InvalidInputError(IPAdapterError):
     """A node input (image, mask, weights string, ...) that cannot be used as given."""
+
+
+def listing(names, prefix="", limit=6):
+    """Up to `limit` names (sorted, prefixed) for a message, and how many more."""
+    names = sorted(names)
+    shown = ", ".join(prefix + n for n in names[:limit])
+    return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")

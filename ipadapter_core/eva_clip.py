@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InvalidInputError, UnknownFormatError
+from .errors import InvalidInputError, UnknownFormatError, listing
 
 PULID_LAYERS = (3, 7, 11, 15, 19)  # blocks whose outputs PuLID reads (eva_clip's inputs to blocks 4, 8, .., 20)
 HEAD_WIDTH = 64  # head_width of every EVA02-CLIP config; the head count is not stored in the file
@@ -252,13 +252,6 @@ def config_from_state_dict(visual, head_width=HEAD_WIDTH, rope_ref_grid=ROPE_REF
         embed_dim=_shape(visual, "head.weight", 2, prefix, name)[0], rope_ref_grid=rope_ref_grid)
 
 
-def _listing(keys, prefix, limit=6):
-    """Up to `limit` prefixed key names and how many more."""
-    keys = sorted(keys)
-    shown = ", ".join(prefix + k for k in keys[:limit])
-    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def check_visual_state_dict(visual, tower, prefix=VISUAL_PREFIX, name="state dict"):
     """UnknownFormatError naming the missing, unexpected or misshaped keys against the tower's own."""
     expected = {k: tuple(v.shape) for k, v in tower.state_dict().items()}
@@ -266,7 +259,7 @@ def check_visual_state_dict(visual, tower, prefix=VISUAL_PREFIX, name="state dic
     if missing or extra:
         raise UnknownFormatError(
             f"{name}: not the EVA02-CLIP vision layout of {prefix}* keys: missing "
-            f"{_listing(missing, prefix) or 'nothing'}; unexpected {_listing(extra, prefix) or 'nothing'}. "
+            f"{listing(missing, prefix) or 'nothing'}; unexpected {listing(extra, prefix) or 'nothing'}. "
             + FILE_HINT)
     wrong = {k: tuple(getattr(v, "shape", ())) for k, v in visual.items()}
     wrong = {k: shape for k, shape in wrong.items() if shape != expected[k]}

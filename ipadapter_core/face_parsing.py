@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InvalidInputError, UnknownFormatError
+from .errors import InvalidInputError, UnknownFormatError, listing
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -242,13 +242,6 @@ def config_from_state_dict(sd, name="state dict"):
         classes=_shape(sd, "conv_out.conv_out.weight", 4, name)[0])
 
 
-def _listing(keys, limit=6):
-    """Up to `limit` key names and how many more."""
-    keys = sorted(keys)
-    shown = ", ".join(keys[:limit])
-    return shown + (f" (and {len(keys) - limit} more)" if len(keys) > limit else "")
-
-
 def check_state_dict(sd, parser, name="state dict"):
     """UnknownFormatError naming the missing, unexpected or misshaped keys against the parser's own."""
     expected = {k: tuple(v.shape) for k, v in parser.state_dict().items()}
@@ -256,8 +249,8 @@ def check_state_dict(sd, parser, name="state dict"):
     extra = set(sd) - set(expected)
     if missing or extra:
         raise UnknownFormatError(
-            f"{name}: not facexlib's BiSeNet layout: missing {_listing(missing) or 'nothing'}; unexpected "
-            f"{_listing(extra) or 'nothing'}. " + FILE_HINT)
+            f"{name}: not facexlib's BiSeNet layout: missing {listing(missing) or 'nothing'}; unexpected "
+            f"{listing(extra) or 'nothing'}. " + FILE_HINT)
     wrong = {k: tuple(getattr(v, "shape", ())) for k, v in sd.items()}
     wrong = {k: shape for k, shape in wrong.items() if shape != expected[k]}
     if wrong:

@@ -11,11 +11,13 @@ appended to the learned queries (latents). For each of the 5 EVA hidden states h
 mapping_i(h_i)) and depth // 5 layers run [PerceiverAttention (keys = context + latents) + residual, FeedForward +
 residual]. Output: the first `queries` latents @ proj_out. PerceiverCA(id_tokens, image): LayerNorm'd image tokens
 query the LayerNorm'd ID tokens; no residual (the caller adds weight x the output to the image stream).
-Both attentions scale q and k each by head_dim^-1/4 and take the softmax in float32, as the reference does.
+The IDFormer's layers are the IP-Adapter resampler's own (projections.PerceiverAttention, feed_forward: same keys and
+maths); the cross-attentions scale q and k each by head_dim^-1/4 and take the softmax in float32, as the reference.
 """
 import torch
 from torch import nn
 
+from .projections import PerceiverAttention, feed_forward
 from .pulid import ID_TOKENS, mlp
 
 ENCODER_HEAD_DIM = 64  # IDFormer(dim_head=64) in the release; not stored in the file
@@ -37,31 +39,6 @@ def attend(q, k, v, heads):
     logits = (q * scale) @ (k * scale).transpose(-2, -1)
     weight = torch.softmax(logits.float(), dim=-1).to(logits.dtype)
     return (weight @ v).transpose(1, 2).reshape(b, n, -1)
-
-
-class PerceiverAttention(nn.Module):
-    """One IDFormer layer's attention: the latents query cat(context, latents); no bias, no residual."""
-
-    def __init__(self, dim, heads, head_dim=ENCODER_HEAD_DIM):
-        super().__init__()
-        self.heads = heads
-        inner = heads * head_dim
-        self.norm1, self.norm2 = nn.LayerNorm(dim), nn.LayerNorm(dim)
-        self.to_q = nn.Linear(dim, inner, bias=False)
-        self.to_kv = nn.Linear(dim, 2 * inner, bias=False)
-        self.to_out = nn.Linear(inner, dim, bias=False)
-
-    def forward(self, context, latents):
-        """(B, L, dim) attention output for context (B, T, dim) and latents (B, L, dim)."""
-        context, latents = self.norm1(context), self.norm2(latents)
-        k, v = self.to_kv(torch.cat((context, latents), dim=-2)).chunk(2, dim=-1)
-        return self.to_out(attend(self.to_q(latents), k, v, self.heads))
-
-
-def feed_forward(dim, mult):
-    """LayerNorm, Linear (no bias), GELU, Linear (no bias): keys .0 .1 .3."""
-    return nn.Sequential(nn.LayerNorm(dim), nn.Linear(dim, dim * mult, bias=False), nn.GELU(),
-                         nn.Linear(dim * mult, dim, bias=False))
 
 
 class IDFormer(nn.Module):

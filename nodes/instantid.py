@@ -10,6 +10,7 @@ from comfy_api.latest import io
 
 from ..ipadapter_core import embeds as core_embeds
 from ..ipadapter_core import keypoints as core_keypoints
+from ..ipadapter_core.attention import ImagePrompt
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from . import clip_encode, faces, model_cache, patching
 from .types import FaceTokens, InsightFace, IPAdapter
@@ -74,10 +75,20 @@ def apply_attention(model, adapter, insightface, image, weight, start_at, end_at
     if combine not in COMBINE:
         raise InvalidInputError(f"combine_embeds {combine!r} is not one of {COMBINE}.")
     embeds = core_embeds.combine(identity_embeds(insightface, image), combine)
-    uncond = negative_embeds(embeds, noise)
-    patched = patching.apply_embeds(model, adapter, embeds, uncond, weight=weight, start_at=start_at, end_at=end_at,
-                                    combine="concat", attn_mask=attn_mask)
+    return attention_from_embeds(model, adapter, embeds, negative_embeds(embeds, noise), weight, start_at, end_at,
+                                 attn_mask)
+
+
+def attention_from_embeds(model, adapter, embeds, uncond, weight, start_at, end_at, attn_mask=None):
+    """(patched model, IdentityTokens) for ArcFace embeddings: the same tokens steer the cross-attention and feed
+    IdentityNet, so the resampler runs once."""
+    family = patching.check_model(model, adapter)
     cond_tokens, uncond_tokens = patching.project_tokens(adapter, embeds, uncond, "concat", core_embeds.project)
+    patched = model.clone() if end_at <= start_at else patching.install(model, adapter, ImagePrompt(
+        weights=adapter.weights, cond=cond_tokens, uncond=uncond_tokens,
+        layer_weights=family.layer_weights("linear", weight, None, adapter.spec.num_layers),
+        masks=patching.prepare_masks(attn_mask, 1), sigma_range=patching.sigma_range(model, start_at, end_at)),
+        family)
     device = comfy.model_management.intermediate_device()
     return patched, IdentityTokens(cond_tokens.to(device), uncond_tokens.to(device))
 

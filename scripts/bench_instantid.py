@@ -243,16 +243,12 @@ def run_instantid(bench, tmp, log, size):
 
     def attention_half():
         instantid.check_sdxl(base)
-        patched = patching.apply_embeds(base, adapter, embeds, uncond, weight=IP_WEIGHT, combine="concat")
-        tokens = patching.project_tokens(adapter, embeds, uncond, "concat", core_embeds.project)
-        return patched, tokens
+        return instantid.attention_from_embeds(base, adapter, embeds, uncond, IP_WEIGHT, 0.0, 1.0)
 
-    (patched, (cond_tokens, uncond_tokens)), apply_s, _ = bench.wall(attention_half)
+    (patched, tokens), apply_s, _ = bench.wall(attention_half)
     _, resampler_s, resampler_cpu = bench.wall(
         lambda: patching.project_tokens(adapter, embeds, uncond, "concat", core_embeds.project))
     result["apply_s"], result["resampler_s"] = apply_s, resampler_cpu if bench.DEVICE.type == "cpu" else resampler_s
-    tokens = instantid.IdentityTokens(cond_tokens.to(comfy.model_management.intermediate_device()),
-                                      uncond_tokens.to(comfy.model_management.intermediate_device()))
     result["tokens"] = list(tokens.cond.shape)
 
     forward = bench.Forward(base, "sdxl", size)
