@@ -3,7 +3,8 @@ IP-Adapter (ComfyUI-InstantX-IPAdapter-SD3), InstantID (ComfyUI_InstantID) and P
 ComfyUI-PuLID-Flux and its forks for Flux) workflows (UI or API format) to IPAdapter Kit nodes.
 
 Standard library only: it runs without ComfyUI, as `python -m migrate in.json out.json` from the pack folder
-(or `python path/to/pack/migrate in.json out.json`). ComfyUI never imports it.
+(or `python path/to/pack/migrate in.json out.json`). ComfyUI imports it only for
+the node replacements (replacements.py) it registers on newer hosts.
 
     from migrate import convert
     result = convert(workflow)        # result.workflow, result.report (list of str), result.exit_code

@@ -25,5 +25,5 @@ def comfy_root():
 
 
 def host_python():
-    """The host venv's python (or this interpreter)."""
-    return setting("HOST_PYTHON") or sys.executable
+    """The host venv's python: $HOST_PYTHON, else the host's (or this interpreter)."""
+    return os.environ.get("HOST_PYTHON") or setting("HOST_PYTHON") or sys.executable
