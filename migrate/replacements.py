@@ -5,6 +5,17 @@ every API prompt posted to /prompt (app/node_replace_manager.py), and in the fro
 nodes" in the missing-nodes panel. A replacement can only carry an input over under another name, set a widget to a
 fixed value and move output slots, so only the rules that need nothing else qualify; the other nodes stay missing
 and `python -m migrate` converts them (with its report).
+
+What the host (ComfyUI v0.33.0) does with one, which decides what "exact" means here:
+- server, /prompt, before validation: a node whose class_type is not installed and has a replacement becomes the
+  first registered one; its inputs are rebuilt from input_mapping alone (an input not listed is dropped; old_id reads
+  the old input and raises KeyError, HTTP 500, when it is absent, as an unlinked optional socket is; the node's
+  "_meta" is copied and must be there). The node keeps its number, so links to and from it stay; validation then
+  checks our output type against the consumer's input, so IPADAPTER_KIT between two replaced nodes (or into our
+  nodes) passes, and an IPAdapter_plus consumer without a replacement is reported as a missing node type.
+- frontend: "Swap nodes" creates our node under the old id, moves linked inputs and widget values (widgets_values by
+  position through old_widget_ids) by name, applies set_value, and moves output links only for output_mapping's
+  slots; links are re-pointed without a type check.
 Standard library only, like the rest of migrate/.
 """
 from .mapping import ANY, NOTED, PACK_OF, PLUS, RULES, SOCKET_TYPES, SOURCES, TARGETS
@@ -26,8 +37,11 @@ def replacement(kind):
             # the frontend reads widgets_values by position through this list
             "old_widget_ids": list(source["widgets"]) or None,
             "input_mapping": mapping or None,
-            # the frontend moves output links only for the slots listed here
-            "output_mapping": [{"new_idx": slot, "old_idx": slot} for slot in range(len(source["outputs"]))] or None}
+            # The slots are the same, so no output_mapping (as core's own same-slot replacements): the replaced node
+            # keeps its id, so links from it hold. An identity mapping would make the host's /prompt replacement
+            # look up each consumer's input by its old name, a KeyError (HTTP 500) when the consumer is a replaced
+            # node that renamed or dropped that input (IPAdapterUnifiedLoader's pipeline input).
+            "output_mapping": None}
 
 
 def inexact_reason(kind):

@@ -57,10 +57,10 @@ def test_each_mapping_names_real_inputs_and_outputs_of_both_nodes():
                     assert not ours[entry["new_id"]].optional, (old, entry)
         set_ids = {entry["new_id"] for entry in spec["input_mapping"]}
         assert {i for i, item in ours.items() if not item.optional} <= set_ids, old
-        assert [m["old_idx"] for m in spec["output_mapping"]] == list(range(len(source["outputs"])))
-        for entry in spec["output_mapping"]:
-            theirs, kind = source["outputs"][entry["old_idx"]][1], target["outputs"][entry["new_idx"]][1]
-            assert mapping.SOCKET_TYPES.get(theirs, theirs) == kind, (old, entry)
+        assert spec["output_mapping"] is None  # same slots (see replacements.replacement for why none at all)
+        for (_, theirs), (_, kind) in zip(source["outputs"], target["outputs"]):
+            assert mapping.SOCKET_TYPES.get(theirs, theirs) == kind, old
+        assert len(target["outputs"]) >= len(source["outputs"]), old
 
 
 def test_the_list_follows_the_rules(monkeypatch):
