@@ -86,6 +86,36 @@ def test_without_the_api_the_entrypoint_registers_the_nodes_and_no_replacement(c
     assert "replacements failed" not in caplog.text
 
 
+def test_a_failing_registration_is_logged_and_never_raised_out_of_on_load(monkeypatch, caplog):
+    async def broken():
+        raise RuntimeError("registry gone")
+
+    monkeypatch.setattr(registration, "register_plus_replacements", broken)
+    extension = asyncio.run(comfy_entrypoint())
+    assert asyncio.run(extension.on_load()) is None
+    assert "replacements failed" in caplog.text and "registry gone" in caplog.text
+
+
+# ---------------------------------------------------------------- hosts with the API
+@needs_api
+def test_on_load_registers_each_replacement_as_a_node_replace(monkeypatch):
+    import comfy_api.latest
+
+    registered = []
+
+    class Registry:
+        async def register(self, node_replace):
+            registered.append(node_replace)
+
+    class FakeAPI:
+        node_replacement = Registry()
+
+    monkeypatch.setattr(comfy_api.latest, "ComfyAPI", FakeAPI)
+    asyncio.run(asyncio.run(comfy_entrypoint()).on_load())
+    assert all(isinstance(item, io.NodeReplace) for item in registered)
+    assert [item.as_dict() for item in registered] == replacements.plus_replacements()
+
+
 # ---------------------------------------------------------------- hosts with the API: the live server
 def plus_node(class_type, inputs):
     # the host's replacement copies "_meta" (KeyError without it); the frontend's API export always writes it
