@@ -290,3 +290,52 @@ def test_unfold_batch_on_the_composite_nodes(sd15):
         unfolded = run(pair, True)
         assert torch.allclose(unfolded[0], run(pair[:1], False)[0], atol=1e-5)
         assert torch.allclose(unfolded[1], run(pair[1:], False)[1], atol=1e-5)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# The converter: IPAdapter_plus's widgets carry over to Apply Tiled / Style & Composition.
+def converted(class_type, **widgets):
+    from ipadapter_kit.migrate import convert
+
+    inputs = {"model": ["1", 0], "ipadapter": ["2", 0], "image": ["3", 0], "weight": 0.8, "weight_type": "ease in",
+              "start_at": 0.1, "end_at": 0.9, "embeds_scaling": "K+V", **widgets}
+    result = convert({"7": {"class_type": class_type, "inputs": inputs}})
+    assert [line for line in result.report if line.startswith(("lossy:", "unmapped:"))] == []
+    out = result.workflow["7"]
+    return out["class_type"], {k: v for k, v in out["inputs"].items() if k not in ("model", "ipadapter", "image")}
+
+
+SCHEDULE = {"weight": 0.8, "weight_type": "ease in", "start_at": 0.1, "end_at": 0.9, "embeds_scaling": "K+V"}
+
+
+@pytest.mark.parametrize("class_type, widgets, expected", [
+    ("IPAdapterTiled", {"combine_embeds": "average", "sharpening": 0.3, "attn_mask": ["4", 0]},
+     {"mode": "tiles with masks", "overlap": 0.0, "combine_embeds": "average", "sharpening": 0.3,
+      "attn_mask": ["4", 0]}),
+    ("IPAdapterTiledBatch", {"sharpening": 0.2, "encode_batch_size": 8},
+     {"mode": "tiles with masks", "overlap": 0.0, "sharpening": 0.2, "unfold_batch": True}),
+    ("IPAdapterClipVisionEnhancer", {"combine_embeds": "add", "enhance_tiles": 3, "enhance_ratio": 0.7,
+                                     "attn_mask": ["4", 0]},
+     {"mode": "enhance whole image", "combine_embeds": "add", "enhance_tiles": 3, "enhance_ratio": 0.7,
+      "attn_mask": ["4", 0]}),
+    ("IPAdapterClipVisionEnhancerBatch", {"enhance_tiles": 4, "enhance_ratio": 0.25, "encode_batch_size": 0},
+     {"mode": "enhance whole image", "enhance_tiles": 4, "enhance_ratio": 0.25, "unfold_batch": True}),
+])
+def test_ipadapter_plus_tiled_and_enhancer_convert(class_type, widgets, expected):
+    target, inputs = converted(class_type, **widgets)
+    assert target == "IPAKitApplyTiled"
+    assert {k: inputs[k] for k in {**SCHEDULE, **expected}} == {**SCHEDULE, **expected}
+    assert "encode_batch_size" not in inputs
+
+
+def test_style_composition_batch_converts_unfolded():
+    from ipadapter_kit.migrate import convert
+
+    inputs = {"model": ["1", 0], "ipadapter": ["2", 0], "image_style": ["3", 0], "image_composition": ["4", 0],
+              "weight_style": 1.2, "weight_composition": 0.7, "expand_style": True, "start_at": 0.0, "end_at": 1.0,
+              "embeds_scaling": "V only"}
+    result = convert({"7": {"class_type": "IPAdapterStyleCompositionBatch", "inputs": inputs}})
+    assert [line for line in result.report if line.startswith(("lossy:", "unmapped:"))] == []
+    out = result.workflow["7"]["inputs"]
+    assert result.workflow["7"]["class_type"] == "IPAKitStyleComposition"
+    assert out["unfold_batch"] is True and out["weight_style"] == 1.2 and out["expand_style"] is True
