@@ -46,18 +46,20 @@ def _mosaic_pool(maps, count):
 
 
 def merge_hidden_states(states, count):
-    """(B * count^2, 1 + s*s, E) tile hidden states -> (B, 1 + s*s, E): class tokens averaged, the patch tokens of
-    the tiles placed as in the image and pooled back to one tile's s x s grid."""
-    tokens = states.shape[1] - 1
-    side = math.isqrt(tokens)
-    if side * side != tokens:
-        raise InvalidInputError(f"the CLIP vision hidden states have {tokens} patch tokens, not a square grid: the "
-                                "enhancer cannot place them. Use enhance_tiles 1 with this encoder.")
+    """(B * count^2, T, E) tile hidden states -> (B, T, E): the class token (CLIP's, when T = 1 + s*s) averaged, the
+    s x s patch tokens of the tiles placed as in the image and pooled back to one tile's grid (SigLIP's T = s*s
+    have no class token)."""
+    tokens = states.shape[1]
+    leading = 0 if math.isqrt(tokens) ** 2 == tokens else 1
+    side = math.isqrt(tokens - leading)
+    if side * side != tokens - leading:
+        raise InvalidInputError(f"the CLIP vision hidden states have {tokens} tokens, not a square grid of patches "
+                                "(with or without a class token): the enhancer cannot place them. Use "
+                                "enhance_tiles 1 with this encoder.")
     merged = []
     for group in states.split(count * count):
-        cls = group[:, :1].mean(dim=0)
-        patches = _mosaic_pool(group[:, 1:].reshape(-1, side, side, group.shape[-1]), count)
-        merged.append(torch.cat([cls, patches.reshape(side * side, -1)]))
+        patches = _mosaic_pool(group[:, leading:].reshape(-1, side, side, group.shape[-1]), count)
+        merged.append(torch.cat([group[:, :leading].mean(dim=0), patches.reshape(side * side, -1)]))
     return torch.stack(merged)
 
 

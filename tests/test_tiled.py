@@ -80,6 +80,11 @@ def test_merge_matches_the_reference_on_plain_tensors(n):
         group = states[b * n * n:(b + 1) * n * n]
         expected = reference_merge_hidden([[group[i * n + j] for j in range(n)] for i in range(n)], n)
         assert torch.allclose(merged[b], expected, atol=1e-6)
+    siglip = torch.randn(n * n, s * s, width)  # no class token
+    expected = reference_merge_map([[siglip[i * n + j].reshape(s, s, -1) for j in range(n)] for i in range(n)], n)
+    assert torch.allclose(tiles.merge_tiles(siglip, n)[0], expected.reshape(s * s, -1), atol=1e-6)
+    with pytest.raises(InvalidInputError, match="not a square grid"):
+        tiles.merge_tiles(torch.randn(n * n, 7, width), n)
     pooled = torch.randn(n * n, 16, generator=torch.Generator().manual_seed(9))  # square width: the 4 x 4 map
     expected = reference_merge_map([[pooled[i * n + j].reshape(4, 4, 1) for j in range(n)] for i in range(n)], n)
     assert torch.allclose(tiles.merge_tiles(pooled, n)[0], expected.reshape(-1), atol=1e-6)
