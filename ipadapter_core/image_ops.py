@@ -1,6 +1,4 @@
 """Image helpers for references (IMAGE tensors are (B, H, W, C) floats in [0, 1])."""
-import math
-
 import torch
 import torch.nn.functional as F
 
@@ -73,25 +71,3 @@ def noise_image(kind, strength, size=224, batch=1, image=None, seed=0):
     shuffled[:, perm] = flat[:, perm[torch.randperm(count, generator=gen)]]
     return shuffled.reshape(base.shape)
 
-
-def tile_boxes(height, width, overlap=0.0):
-    """Square tiles (top, left, side) covering a non-square image along its long side."""
-    side = min(height, width)
-    long_side = max(height, width)
-    if long_side == side:
-        return [(0, 0, side)]
-    step = max(1, int(side * (1 - overlap)))
-    count = max(1, math.ceil((long_side - side) / step)) + 1
-    starts = [round(i * (long_side - side) / (count - 1)) for i in range(count)]
-    return [(0, s, side) if width > height else (s, 0, side) for s in starts]
-
-
-def tile_masks(boxes, height, width, mask_size):
-    """One mask per tile: the tile's region of the output, in a (mask_h, mask_w) frame of the image's aspect."""
-    mask_h, mask_w = mask_size
-    masks = torch.zeros(len(boxes), mask_h, mask_w)
-    for i, (top, left, side) in enumerate(boxes):
-        y0, y1 = round(top / height * mask_h), round((top + side) / height * mask_h)
-        x0, x1 = round(left / width * mask_w), round((left + side) / width * mask_w)
-        masks[i, y0:y1, x0:x1] = 1.0
-    return masks

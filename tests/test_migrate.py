@@ -175,7 +175,6 @@ EXPECTED = {
                    ["unmapped: node 7 ACME_IPAdapterStack: left as it is: not an IPAdapter_plus node",
                     "unmapped: node 8 IPAdapterWeights: left as it is: its FLOAT list drives a batch node",
                     "lossy: node 9 IPAdapterLoadEmbeds -> IPAKitLoadEmbeds: cat.ipadpt is a pickled",
-                    "lossy: node 11 IPAdapterClipVisionEnhancer -> IPAKitApplyTiled: enhance_tiles 2 dropped",
                     "lossy: node 12 IPAdapterCombineEmbeds -> IPAKitCombineEmbeds: method 'max' is not available"]),
 }
 

@@ -120,10 +120,10 @@ def test_tiled_reference(sd15):
     patched, tiles, masks = composite.ApplyTiled.execute(model, adapter, wide, 1.0, "linear", "tiles with masks",
                                                          0.15, 0.5, 0.0, 1.0, "V only",
                                                          clip_vision=load_clip_vision(CLIP_H)).result
-    assert tiles.shape[0] == masks.shape[0] >= 3 and tiles.shape[1:] == (224, 224, 3)
+    assert tiles.shape[0] == masks.shape[0] >= 3 and tiles.shape[1:] == (256, 256, 3)
     assert masks.sum(0).min() >= 1  # every column of the picture belongs to some tile
-    prompt = attn2(patched)[("input", 1, 0)].prompts[0]
-    assert prompt.references == tiles.shape[0] and prompt.masks is not None
+    prompts = attn2(patched)[("input", 1, 0)].prompts
+    assert len(prompts) == tiles.shape[0] and all(p.masks is not None for p in prompts)
     enhanced = composite.ApplyTiled.execute(model, adapter, wide, 1.0, "linear", "enhance whole image", 0.15, 0.5,
                                             0.0, 1.0, "V only", clip_vision=load_clip_vision(CLIP_H)).result[0]
     assert attn2(enhanced)[("input", 1, 0)].prompts[0].references == 1
