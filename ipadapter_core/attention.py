@@ -21,6 +21,9 @@ import torch.nn.functional as F
 from .errors import InvalidInputError
 from .pulid import PROJECTIONS, identity_mass, joined_term
 
+# transformer_options entry (set by the UNet families' model wrapper) holding the attn2 replace table in use:
+# ComfyUI keeps patches_replace out of a patch's extra_options
+ATTN2_TABLE_KEY = "ipadapter_kit.attn2_replace"
 EMBEDS_SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
 C_PENALTY_WIDTH = 1280.0  # the "C penalty" modes scale by layer width / 1280 (IPAdapter_plus's convention)
 
@@ -410,9 +413,21 @@ class IPAdapterPatch(ImageAttention):
                               {**self.base_patches, **(base_patches or {})},
                               self._models + tuple(m for m in models if m not in self._models))
 
+    def inner_patch(self, key, extra_options):
+        """Another pack's patch to run as this key's attention, or None: the one we replaced at this exact key, else
+        the (block, id) patch our (block, id, index) key shadows, whether registered before or after ours."""
+        exact = self.base_patches.get(key)
+        if exact is not None:
+            return exact
+        table = extra_options.get(ATTN2_TABLE_KEY)
+        if table is None:  # run without the model wrapper: the (block, id) patches seen at install time
+            return self.base_patches.get(key[:2])
+        shorter = table.get(key[:2])
+        return None if isinstance(shorter, IPAdapterPatch) else shorter
+
     def __call__(self, q, k, v, extra_options):
         key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
-        base = self.base_patches.get(key) or self.base_patches.get(key[:2])  # ComfyUI also matches (block, id)
+        base = self.inner_patch(key, extra_options)
         if base is not None:
             out = base(q, k, v, extra_options)
         else:
