@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from .errors import IncompatibleModelError, InvalidInputError
 from .pulid import PROJECTIONS, identity_mass, joined_term
 
 # transformer_options entry (set by the UNet families' model wrapper) holding the attn2 replace table in use:
@@ -412,6 +412,14 @@ class IPAdapterPatch(ImageAttention):
         return IPAdapterPatch(self.arch, self.prompts + tuple(prompts), self.attention,
                               {**self.base_patches, **(base_patches or {})},
                               self._models + tuple(m for m in models if m not in self._models))
+
+    def add(self, callback, **kwargs):
+        """IPAdapter_plus stacks onto a taken key by changing the patch there in place: refused, saying what works."""
+        raise IncompatibleModelError(
+            "a ComfyUI_IPAdapter_plus node tried to add its adapter to IPAdapter Kit's patch on the same attention "
+            "(on SDXL both packs use the same keys) because it runs after IPAdapter Kit's Apply on this MODEL. IPAdapter Kit's patch is shared with the MODEL it was applied to, so it is "
+            "never changed in place. Connect the IPAdapter_plus node before IPAdapter Kit's Apply (then both "
+            "adapters apply), or apply both adapters with IPAdapter Kit.")
 
     def inner_patch(self, key, extra_options):
         """Another pack's patch to run as this key's attention, or None: the one we replaced at this exact key, else

@@ -10,6 +10,7 @@ import graphs
 import nodes as comfy_nodes
 from comfy_server import execution_error
 from ipadapter_kit.ipadapter_core.attention import IPAdapterPatch
+from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError
 from ipadapter_kit.nodes import apply, model_cache, patching
 from ipadapter_kit.nodes.presets import load_clip_vision
 from PIL import Image
@@ -132,7 +133,7 @@ def test_our_patch_is_never_its_own_inner_attention(sd15, ours):
 
 # ---------------------------------------------------------------- PAG through the server
 
-def pag_prompt(weight, scale, prefix):
+def pag_prompt(weight, scale, prefix, pag_first=False):
     """IP-Adapter Apply -> PerturbedAttentionGuidance -> KSampler on the tiny SD1.5 checkpoint (128 px: at 64 px its
     middle block holds one token, where self-attention already equals PAG's perturbed value)."""
     prompt = graphs.txt2img(seed=3, steps=STEPS, size=128, prefix=prefix)  # 2x2 middle block: PAG has tokens to mix
@@ -146,6 +147,9 @@ def pag_prompt(weight, scale, prefix):
         "pag": {"class_type": "PerturbedAttentionGuidance", "inputs": {"model": ["apply", 0], "scale": scale}},
     })
     prompt["sampler"]["inputs"]["model"] = ["pag", 0]
+    if pag_first:
+        prompt["pag"]["inputs"]["model"], prompt["apply"]["inputs"]["model"] = ["ckpt", 0], ["pag", 0]
+        prompt["sampler"]["inputs"]["model"] = ["apply", 0]
     return prompt
 
 
@@ -162,3 +166,26 @@ def test_pag_and_ip_adapter_both_act_in_one_graph(comfy_server):
     no_pag = run_image(comfy_server, pag_prompt(1.0, 0.0, "ipa_only"))
     assert np.abs(with_both - no_adapter).max() > 2, "the IP-Adapter did nothing under PAG"
     assert np.abs(with_both - no_pag).max() > 2, "PAG did nothing with the IP-Adapter on the model"
+    assert np.array_equal(run_image(comfy_server, pag_prompt(1.0, 3.0, "pag_then_ipa", pag_first=True)), with_both)
+
+
+def their_set_model_patch_replace(model, key, callback, **kwargs):
+    """IPAdapter_plus's registration (utils of its IPAdapterPlus.py): a new entry, or .add on the patch already there."""
+    options = model.model_options["transformer_options"].copy()
+    options["patches_replace"] = dict(options.get("patches_replace", {}))
+    options["patches_replace"]["attn2"] = dict(options["patches_replace"].get("attn2", {}))
+    if key in options["patches_replace"]["attn2"]:
+        options["patches_replace"]["attn2"][key].add(callback, **kwargs)
+    else:
+        options["patches_replace"]["attn2"][key] = callback
+        model.model_options["transformer_options"] = options
+
+
+def test_their_add_onto_our_key_is_refused_with_the_order_that_works(sd15, ours):
+    """On SDXL IPAdapter_plus registers (block, id, index) keys, ours; simulated here at an SD1.5 key."""
+    patched = ours(sd15[0]).clone()
+    with pytest.raises(IncompatibleModelError, match="before IPAdapter Kit's Apply") as refused:
+        their_set_model_patch_replace(patched, ("input", 1, 0), TheirPatch("t8"), module_key="1")
+    assert "ComfyUI_IPAdapter_plus" in str(refused.value)
+    patch = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    assert isinstance(patch, IPAdapterPatch) and not hasattr(patch, "callback")
