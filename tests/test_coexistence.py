@@ -3,17 +3,17 @@ after ours, and core's Perturbed Attention Guidance, in-process and through the 
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 import comfy.ldm.modules.attention
 import comfy.patcher_extension
 import graphs
 import nodes as comfy_nodes
 from comfy_server import execution_error
-from ipadapter_kit.ipadapter_core.attention import IPAdapterPatch
+from ipadapter_kit.ipadapter_core.attention import ATTN2_TABLE_KEY, IPAdapterPatch
 from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError
 from ipadapter_kit.nodes import apply, model_cache, patching
 from ipadapter_kit.nodes.presets import load_clip_vision
-from PIL import Image
 
 STEPS = 3
 ADAPTER = "ip-adapter_sd15.safetensors"
@@ -128,7 +128,7 @@ def test_our_patch_is_never_its_own_inner_attention(sd15, ours):
     patch = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
     table = {("input", 1): patch}
     assert isinstance(patch, IPAdapterPatch)
-    assert patch.inner_patch(("input", 1, 0), {"ipadapter_kit.attn2_replace": table}) is None
+    assert patch.inner_patch(("input", 1, 0), {ATTN2_TABLE_KEY: table}) is None
 
 
 # ---------------------------------------------------------------- PAG through the server
