@@ -417,9 +417,10 @@ class IPAdapterPatch(ImageAttention):
         """IPAdapter_plus stacks onto a taken key by changing the patch there in place: refused, saying what works."""
         raise IncompatibleModelError(
             "a ComfyUI_IPAdapter_plus node tried to add its adapter to IPAdapter Kit's patch on the same attention "
-            "(on SDXL both packs use the same keys) because it runs after IPAdapter Kit's Apply on this MODEL. IPAdapter Kit's patch is shared with the MODEL it was applied to, so it is "
-            "never changed in place. Connect the IPAdapter_plus node before IPAdapter Kit's Apply (then both "
-            "adapters apply), or apply both adapters with IPAdapter Kit.")
+            "(on SDXL both packs use the same keys) because it runs after IPAdapter Kit's Apply on this MODEL. "
+            "IPAdapter Kit's patch is shared with the MODEL it was applied to, so it is never changed in place. "
+            "Connect the IPAdapter_plus node before IPAdapter Kit's Apply (then both adapters apply), or apply both "
+            "adapters with IPAdapter Kit.")
 
     def inner_patch(self, key, extra_options):
         """Another pack's patch to run as this key's attention, or None: the one we replaced at this exact key, else

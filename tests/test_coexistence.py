@@ -166,7 +166,8 @@ def test_pag_and_ip_adapter_both_act_in_one_graph(comfy_server):
     no_pag = run_image(comfy_server, pag_prompt(1.0, 0.0, "ipa_only"))
     assert np.abs(with_both - no_adapter).max() > 2, "the IP-Adapter did nothing under PAG"
     assert np.abs(with_both - no_pag).max() > 2, "PAG did nothing with the IP-Adapter on the model"
-    assert np.array_equal(run_image(comfy_server, pag_prompt(1.0, 3.0, "pag_then_ipa", pag_first=True)), with_both)
+    pag_first = run_image(comfy_server, pag_prompt(1.0, 3.0, "pag_then_ipa", pag_first=True))
+    assert np.array_equal(pag_first, with_both)
 
 
 def their_set_model_patch_replace(model, key, callback, **kwargs):
