@@ -18,9 +18,12 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .errors import InvalidInputError
+from .errors import IncompatibleModelError, InvalidInputError
 from .pulid import PROJECTIONS, identity_mass, joined_term
 
+# transformer_options entry (set by the UNet families' model wrapper) holding the attn2 replace table in use:
+# ComfyUI keeps patches_replace out of a patch's extra_options
+ATTN2_TABLE_KEY = "ipadapter_kit.attn2_replace"
 EMBEDS_SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
 C_PENALTY_WIDTH = 1280.0  # the "C penalty" modes scale by layer width / 1280 (IPAdapter_plus's convention)
 
@@ -410,9 +413,30 @@ class IPAdapterPatch(ImageAttention):
                               {**self.base_patches, **(base_patches or {})},
                               self._models + tuple(m for m in models if m not in self._models))
 
+    def add(self, callback, **kwargs):
+        """IPAdapter_plus stacks onto a taken key by changing the patch there in place: refused, saying what works."""
+        raise IncompatibleModelError(
+            "a ComfyUI_IPAdapter_plus node tried to add its adapter to IPAdapter Kit's patch on the same attention "
+            "(on SDXL both packs use the same keys) because it runs after IPAdapter Kit's Apply on this MODEL. "
+            "IPAdapter Kit's patch is shared with the MODEL it was applied to, so it is never changed in place. "
+            "Connect the IPAdapter_plus node before IPAdapter Kit's Apply (then both adapters apply), or apply both "
+            "adapters with IPAdapter Kit.")
+
+    def inner_patch(self, key, extra_options):
+        """Another pack's patch to run as this key's attention, or None: the one we replaced at this exact key, else
+        the (block, id) patch our (block, id, index) key shadows, whether registered before or after ours."""
+        exact = self.base_patches.get(key)
+        if exact is not None:
+            return exact
+        table = extra_options.get(ATTN2_TABLE_KEY)
+        if table is None:  # run without the model wrapper: the (block, id) patches seen at install time
+            return self.base_patches.get(key[:2])
+        shorter = table.get(key[:2])
+        return None if isinstance(shorter, IPAdapterPatch) else shorter
+
     def __call__(self, q, k, v, extra_options):
         key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
-        base = self.base_patches.get(key) or self.base_patches.get(key[:2])  # ComfyUI also matches (block, id)
+        base = self.inner_patch(key, extra_options)
         if base is not None:
             out = base(q, k, v, extra_options)
         else:

@@ -149,9 +149,9 @@ def _installed_with(model, adapter, family, prompts=(), identities=()):
     if family.hook == "attn2":
         for block, number, index in patch.keys():
             clone.set_model_attn2_replace(patch, block, number, index)
-        return clone
-    for block, number in patch.keys():
-        clone.set_model_patch_replace(patch.replace_for((block, number)), "dit", block, number)
+    else:
+        for block, number in patch.keys():
+            clone.set_model_patch_replace(patch.replace_for((block, number)), "dit", block, number)
     wrappers = getattr(comfy.patcher_extension.WrappersMP, family.wrapper_type.upper())
     if not clone.get_wrappers(wrappers, WRAPPER_KEY):
         clone.add_wrapper_with_key(wrappers, WRAPPER_KEY, family.model_wrapper)
@@ -218,7 +218,7 @@ def apply_embeds(model, adapter, cond, uncond, weight=1.0, weight_type="linear",
                                     adapter.spec.num_layers),
         ref_weights=tuple(parse_number_list(reference_weights, "reference_weights", references)),
         masks=prepare_masks(attn_mask, references),
-        inverted_layers=frozenset() if block_weights.strip() else family.inverted_layers(weight_type),
+        inverted_layers=family.inverted_layers(weight_type),  # kept with block_weights, as IPAdapter_plus does
         embeds_scaling=embeds_scaling, sigma_range=sigma_range(model, start_at, end_at), unfold_batch=unfold_batch,
         frame_weights=None if frame_weights is None else tuple(float(w) for w in frame_weights), joined=joined)
     return install(model, adapter, prompt, family)

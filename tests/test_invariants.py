@@ -160,3 +160,45 @@ def test_negative_image_replaces_the_default_negative(sd15):
     with_default = sample(patching.apply_embeds(model, adapter, cond, default_uncond), pos, neg)
     with_negative = sample(patching.apply_embeds(model, adapter, cond, uncond), pos, neg)
     assert not torch.allclose(with_default, with_negative, atol=1e-3)
+
+
+# IPAdapter_plus's SD1.5 'style transfer precise' table as 'index:factor' layer weights (its block run order)
+STYLE_PRECISE_SD15 = "0:1, 1:1, 2:1, 3:1, 4:0.25, 5:1, 9:1, 10:1, 11:1, 12:1, 13:1, 14:1, 15:1"
+
+
+def plus_precise_reference(weight_type, text, weight, blocks=16):
+    """IPAdapter_plus's per-block (weight, image on the negative pass only) with layer_weights and a precise type."""
+    composition = {4, 5} if blocks == 16 else {3}
+    table = {int(k): float(v) * weight for k, v in (pair.split(":") for pair in text.split(","))}
+    inverted = {"style transfer precise": composition,
+                "composition precise": set(range(blocks)) - composition}.get(weight_type, set())
+    return {i: (table[i], i in inverted) for i in table}
+
+
+def test_precise_types_keep_the_negative_pass_inversion_with_block_weights(sd15):
+    from ipadapter_kit.ipadapter_core import blocks, weight_types
+
+    model, _, _ = sd15
+    adapter, cond, uncond = encoded("ip-adapter_sd15.safetensors", reference(1))
+    run_order = weight_types.execution_blocks("SD1.5")
+    for weight_type in ("style transfer precise", "composition precise", "style transfer"):
+        patched = patching.apply_embeds(model, adapter, cond, uncond, weight=0.8, weight_type=weight_type,
+                                        block_weights=STYLE_PRECISE_SD15)
+        (prompt,) = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)].prompts
+        expected = plus_precise_reference(weight_type, STYLE_PRECISE_SD15, 0.8)
+        for layer, (block, number, _) in enumerate(blocks.patch_keys("SD1.5")):
+            weight, inverted = expected.get(run_order.index((block, number)), (0.0, False))
+            assert prompt.layer_weights[layer] == weight, (weight_type, block, number)
+            if weight:
+                assert (layer in prompt.inverted_layers) == inverted, (weight_type, block, number)
+
+
+def test_precise_type_with_its_own_table_as_block_weights_samples_the_same(sd15):
+    model, pos, neg = sd15
+    adapter, cond, uncond = encoded("ip-adapter_sd15.safetensors", reference(1))
+    typed = patching.apply_embeds(model, adapter, cond, uncond, weight=0.8, weight_type="style transfer precise")
+    weighted = patching.apply_embeds(model, adapter, cond, uncond, weight=0.8, weight_type="style transfer precise",
+                                     block_weights=STYLE_PRECISE_SD15)
+    plain = patching.apply_embeds(model, adapter, cond, uncond, weight=0.8, block_weights=STYLE_PRECISE_SD15)
+    assert torch.equal(sample(weighted, pos, neg), sample(typed, pos, neg))
+    assert not torch.allclose(sample(weighted, pos, neg), sample(plain, pos, neg), atol=1e-3)

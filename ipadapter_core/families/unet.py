@@ -1,12 +1,32 @@
 """SD1.5 and SDXL (and Kolors, an SDXL layout): ComfyUI's UNet, adapters on its cross-attentions (attn2)."""
 from .. import blocks, weight_types
-from ..attention import IPAdapterPatch
+from ..attention import ATTN2_TABLE_KEY, IPAdapterPatch
+
+OPTIONS_ARG = 5  # position of transformer_options in the UNet's DIFFUSION_MODEL call
+
+
+def expose_attn2_table(executor, *args, **kwargs):
+    """DIFFUSION_MODEL wrapper: a copy of transformer_options that also hands our attn2 patches the replace table,
+    so they can run a (block, id) patch registered after them that their longer key would otherwise hide."""
+    args = list(args)
+    in_args = len(args) > OPTIONS_ARG
+    options = args[OPTIONS_ARG] if in_args else kwargs.get("transformer_options")
+    if isinstance(options, dict):
+        table = options.get("patches_replace", {}).get("attn2", {})
+        options = {**options, ATTN2_TABLE_KEY: table}
+        if in_args:
+            args[OPTIONS_ARG] = options
+        else:
+            kwargs["transformer_options"] = options
+    return executor(*args, **kwargs)
 
 
 class UNetFamily:
     """A UNet layout from blocks.LAYOUTS, its weight tables in weight_types."""
 
     hook = "attn2"
+    wrapper_type = "diffusion_model"  # ComfyUI's WrappersMP.DIFFUSION_MODEL
+    model_wrapper = staticmethod(expose_attn2_table)
 
     def __init__(self, name, example_adapter):
         self.name = name
