@@ -231,3 +231,36 @@ def test_unified_faceid_loader_preset_resolves_to_the_release(sd15, world_paths,
     assert (clip_vision is None) == (not plus) and adapter.clip_vision is clip_vision
     assert adapter.plus_v2 == (preset == "FACEID PLUS V2")
     assert adapter.unnorm == (preset == "FACEID PORTRAIT UNNORM - SDXL only (strong)")
+
+
+def test_converter_maps_the_community_loader_and_faceid_kolors_keeping_image_negative():
+    from ipadapter_kit.migrate import convert
+
+    prompt = {
+        "1": {"class_type": "CheckpointLoaderSimple", "inputs": {"ckpt_name": "kolors.safetensors"}},
+        "2": {"class_type": "IPAdapterUnifiedLoaderCommunity", "inputs": {"model": ["1", 0], "preset": "Kolors"}},
+        "3": {"class_type": "IPAdapterModelLoader", "inputs": {"ipadapter_file": KOLORS}},
+        "4": {"class_type": "IPAdapterInsightFaceLoader", "inputs": {"provider": "CPU", "model_name": "antelopev2"}},
+        "5": {"class_type": "LoadImage", "inputs": {"image": "face.png"}},
+        "6": {"class_type": "IPAdapterFaceIDKolors",
+              "inputs": {"model": ["1", 0], "ipadapter": ["3", 0], "image": ["5", 0], "image_negative": ["5", 0],
+                         "insightface": ["4", 0], "weight": 0.9, "weight_faceidv2": 0.8, "weight_kolors": 1.4,
+                         "weight_type": "linear", "combine_embeds": "average", "start_at": 0.0, "end_at": 1.0,
+                         "embeds_scaling": "V only"}},
+        "7": {"class_type": "IPAdapterUnifiedLoaderCommunity", "inputs": {"model": ["1", 0], "preset": "Composition"}},
+        "8": {"class_type": "IPAdapterFaceID",
+              "inputs": {"model": ["1", 0], "ipadapter": ["3", 0], "image": ["5", 0], "image_negative": ["5", 0],
+                         "insightface": ["4", 0], "weight": 1.0, "weight_faceidv2": 1.0, "weight_type": "linear",
+                         "combine_embeds": "concat", "start_at": 0.0, "end_at": 1.0, "embeds_scaling": "V only"}},
+    }
+    result = convert(prompt)
+    out = result.workflow
+    assert [out[i]["class_type"] for i in ("2", "6", "7", "8")] == [
+        "IPAKitUnifiedLoader", "IPAKitApplyFaceID", "IPAKitUnifiedLoader", "IPAKitApplyFaceID"]
+    assert out["2"]["inputs"]["preset"] == "KOLORS PLUS (Kolors only)"
+    assert out["7"]["inputs"]["preset"] == "COMPOSITION (SD1.5 / SDXL)"
+    kolors = out["6"]["inputs"]
+    assert (kolors["weight"], kolors["weight_faceidv2"], kolors["weight_kolors"], kolors["combine_embeds"]) == (
+        0.9, 0.8, 1.4, "average")
+    assert kolors["image_negative"] == ["5", 0] and out["8"]["inputs"]["image_negative"] == ["5", 0]
+    assert not [line for line in result.report if line.startswith(("lossy:", "unmapped:"))], result.report
