@@ -86,8 +86,10 @@ class AdapterSpec:
         return ENCODER_NAMES.get(key, f"a CLIP-vision encoder with {self.clip_output} of width {self.clip_dim}")
 
     def describe(self):
-        return (f"{self.arch} {self.kind} adapter, {self.tokens or 'per-token'} image tokens, {self.num_layers} "
-                f"layers, context width {self.cross_dim}, encoder {self.encoder_name()}")
+        kolors = f" (Kolors FaceID-Plus: {self.token_dim}-wide tokens through the UNet's encoder_hid_proj)" \
+            if self.token_dim else ""
+        return (f"{self.arch} {self.kind} adapter{kolors}, {self.tokens or 'per-token'} image tokens, "
+                f"{self.num_layers} layers, context width {self.cross_dim}, encoder {self.encoder_name()}")
 
 
 def _shape(group, key, name, ndim):
