@@ -309,8 +309,8 @@ class UnifiedFaceIDLoader(io.ComfyNode):
                 return apply_lora_file(model, names[0], strength)
             if source == "file in models/loras":
                 wanted = presets.release_name(lora_patterns[0], ".safetensors")
-                raise InvalidInputError(f"no FaceID LoRA file: put {wanted} in models/loras/, or choose the LoRA "
-                                        "embedded in the adapter.")
+                raise InvalidInputError(f"no FaceID LoRA file: put {wanted}{presets.download_source(wanted)} in "
+                                        "models/loras/, or choose the LoRA embedded in the adapter.")
             logging.info("IPAdapter Kit: no %s in models/loras, using the LoRA embedded in %s", lora_patterns[0],
                          adapter.name)
         return apply_embedded_lora(model, adapter, strength)

@@ -66,16 +66,21 @@ def release_name(pattern, extension):
     return pattern.replace("\\.", extension).replace("\\", "")
 
 
+def download_source(wanted):
+    """' from <url>' for a release file name, or '' when its source is not known here."""
+    return next((f" from {url}" for prefix, url in DOWNLOADS if wanted.startswith(prefix)), "")
+
+
 def find_file(folder, patterns, wanted):
-    """First file in a model folder matching one of the patterns, or an error naming the file and folder."""
+    """First file in a model folder matching one of the patterns, or an error naming the file, folder and source."""
     names = folder_paths.get_filename_list(folder)
     for pattern in patterns:
         for name in names:
             if re.search(pattern, name.rsplit("/", 1)[-1], re.IGNORECASE):
                 return name
-    source = next((f" from {url}" for prefix, url in DOWNLOADS if wanted.startswith(prefix)), "")
-    raise InvalidInputError(f"no file for this preset in models/{folder}: download {wanted}{source} and put it in "
-                            f"models/{folder}/ (searched: {', '.join(folder_paths.get_folder_paths(folder))}).")
+    searched = ", ".join(folder_paths.get_folder_paths(folder))
+    raise InvalidInputError(f"no file for this preset in models/{folder}: download {wanted}{download_source(wanted)} "
+                            f"and put it in models/{folder}/ (searched: {searched}).")
 
 
 def load_clip_vision(name):

@@ -112,7 +112,8 @@ def test_unified_faceid_loader_errors(sd15, world_paths):
     with pytest.raises(IncompatibleModelError, match="no SDXL release"):
         faceid.UnifiedFaceIDLoader.execute(comfy_models.tiny_unet("sdxl"), "FACEID PLUS - SD1.5 only", 0.6,
                                            faceid.LORA_SOURCES[0], "CPU", 640)
-    with pytest.raises(InvalidInputError, match="ip-adapter-faceid-plus_sd15_lora.safetensors"):
+    with pytest.raises(InvalidInputError, match="ip-adapter-faceid-plus_sd15_lora.safetensors from "
+                                                "https://huggingface.co/h94/IP-Adapter-FaceID"):
         faceid.UnifiedFaceIDLoader.execute(sd15[0], "FACEID PLUS - SD1.5 only", 0.6, faceid.LORA_SOURCES[1], "CPU",
                                            640)
 

@@ -190,8 +190,12 @@ def test_sd15_only_presets_refuse_sdxl_and_kolors_refuses_sd15(sd15):
     ("COMPOSITION (SD1.5 / SDXL)", "ipadapter", "ip_plus_composition_sdxl.safetensors", "huggingface.co/ostris"),
     ("KOLORS PLUS (Kolors only)", "clip_vision", "clip-vit-large-patch14-336.bin",
      "huggingface.co/openai/clip-vit-large-patch14-336"),
+    ("STANDARD (medium strength)", "ipadapter", "ip-adapter_sdxl_vit-h.safetensors",
+     "huggingface.co/h94/IP-Adapter/tree/main/sdxl_models"),
+    ("VIT-G (medium strength)", "clip_vision", "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors",
+     "huggingface.co/h94/IP-Adapter/tree/main/sdxl_models/image_encoder"),
 ])
-def test_missing_community_files_are_named_with_folder_and_url(world_paths, monkeypatch, preset, folder, wanted, url):
+def test_missing_preset_files_are_named_with_folder_and_url(world_paths, monkeypatch, preset, folder, wanted, url):
     listing = folder_paths.get_filename_list
 
     def without(name):
