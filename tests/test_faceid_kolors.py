@@ -39,8 +39,8 @@ def apply_kolors(model, analyzer, image, weight=1.0, weight_faceidv2=1.0, weight
                                       image_negative=image_negative).result
 
 
-def prompt_of(patched):
-    return patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 4, 0)].prompts[0]
+def prompt_of(patched, key=("input", 4, 0)):
+    return patched.model_options["transformer_options"]["patches_replace"]["attn2"][key].prompts[0]
 
 
 def test_kolors_faceid_is_detected_by_its_shapes(world_paths, tmp_path):
@@ -268,3 +268,16 @@ def test_converter_maps_the_community_loader_and_faceid_kolors_keeping_image_neg
         0.9, 0.8, 1.4, "average")
     assert kolors["image_negative"] == ["5", 0] and out["8"]["inputs"]["image_negative"] == ["5", 0]
     assert not [line for line in result.report if line.startswith(("lossy:", "unmapped:"))], result.report
+
+
+def test_weight_kolors_on_another_adapter_is_reported_and_changes_nothing(sd15, world_paths, caplog):
+    from test_faceid import apply_faceid
+
+    analyzer = faces.load_analyzer("buffalo_l", "CPU", 640)
+    adapter = model_cache.load_adapter("ip-adapter-faceid-plusv2_sd15.bin")
+    plain, _ = apply_faceid(sd15[0], adapter, analyzer, face_image(world_paths))
+    with caplog.at_level("WARNING"):
+        scaled, _ = apply_faceid(sd15[0], adapter, analyzer, face_image(world_paths), weight_kolors=2.0)
+    assert "weight_kolors only acts on Kolors FaceID-Plus" in caplog.text
+    key = ("input", 1, 0)
+    assert torch.equal(prompt_of(scaled, key).cond, prompt_of(plain, key).cond)
