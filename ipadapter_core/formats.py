@@ -52,6 +52,8 @@ class AdapterSpec:
     injection: str = "attention"  # where a DiT block takes the image term: attention (output) | block_output | joint
     #                               | pulid_ca (PuLID-Flux: a cross-attention added to the image stream after a block)
     head_dim: Optional[int] = None  # the joint processors' head width (their QK-norm size); PuLID-Flux: CA head width
+    token_dim: Optional[int] = None  # Kolors FaceID-Plus: width of the projected tokens (ChatGLM's 4096), which the
+    #                                  model's encoder_hid_proj maps to cross_dim before the image K/V read them
     hidden_widths: tuple = ()  # PuLID's ID encoder: body hidden widths, then its mappings' hidden widths
     #                            (PuLID-Flux: id_embedding_mapping's, the mappings', then the CA attention width)
 
@@ -84,8 +86,10 @@ class AdapterSpec:
         return ENCODER_NAMES.get(key, f"a CLIP-vision encoder with {self.clip_output} of width {self.clip_dim}")
 
     def describe(self):
-        return (f"{self.arch} {self.kind} adapter, {self.tokens or 'per-token'} image tokens, {self.num_layers} "
-                f"layers, context width {self.cross_dim}, encoder {self.encoder_name()}")
+        kolors = f" (Kolors FaceID-Plus: {self.token_dim}-wide tokens through the UNet's encoder_hid_proj)" \
+            if self.token_dim else ""
+        return (f"{self.arch} {self.kind} adapter{kolors}, {self.tokens or 'per-token'} image tokens, "
+                f"{self.num_layers} layers, context width {self.cross_dim}, encoder {self.encoder_name()}")
 
 
 def _shape(group, key, name, ndim):
@@ -376,6 +380,26 @@ def _lora_rank(ip):
     return max(ranks) if ranks else 0
 
 
+def _kv_input_width(ip):
+    """The width the first image K projection reads, or None (the layer checks report a missing one)."""
+    for key, t in ip.items():
+        if _LAYER_KEY.match(key) and t.ndim == 2:
+            return t.shape[1]
+    return None
+
+
+def _with_context_projection(fields, ip):
+    """Kolors FaceID-Plus: FaceID Plus tokens wider than what the image K/V read (ChatGLM 4096 vs the UNet's 2048).
+
+    The model's own encoder_hid_proj maps them first, so cross_dim becomes the K/V input and token_dim keeps the
+    projection's width. Every other layout must have K/V reading the token width (checked by _layers).
+    """
+    kv_in = _kv_input_width(ip)
+    if fields["kind"] != "faceid_plus" or kv_in is None or kv_in >= fields["cross_dim"]:
+        return fields
+    return dict(fields, cross_dim=kv_in, token_dim=fields["cross_dim"])
+
+
 def detect(nested, name="adapter"):
     """Read an AdapterSpec from a nested state dict of a known layout (loading.LAYOUTS); raise UnknownFormatError."""
     if any(isinstance(nested.get(g), dict) for g in PULID_GROUPS):
@@ -386,7 +410,7 @@ def detect(nested, name="adapter"):
     if missing:
         raise UnknownFormatError(f"{name}: no '{missing[0]}' tensors; expected the IP-Adapter layout with "
                                  "'image_proj.*' and 'ip_adapter.*' weights.")
-    fields = projection_fields(nested["image_proj"], name)
+    fields = _with_context_projection(projection_fields(nested["image_proj"], name), nested["ip_adapter"])
     widths, arch = _layers(nested["ip_adapter"], fields["cross_dim"], name)
     extra = {}
     if fields["kind"] == "time_resampler" or arch == "SD3.5":

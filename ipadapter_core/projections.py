@@ -180,6 +180,14 @@ class FaceIDPlusProjection(FaceIDProjection):
         return id_tokens + scale * out if shortcut else out
 
 
+def through_context_projection(tokens, weight, bias, scale):
+    """Kolors FaceID-Plus tokens (B, T, 4096) -> (B, T, 2048) through the UNet's encoder_hid_proj, scaled as a whole.
+
+    IPAdapter_plus's weight_kolors multiplies that projection's weight and bias, i.e. scale * (W x + b).
+    """
+    return scale * F.linear(tokens, weight.to(tokens), bias.to(tokens))
+
+
 def build_projection(spec):
     """The projection module for an AdapterSpec."""
     if spec.kind == "linear":
@@ -203,7 +211,7 @@ def build_projection(spec):
                              spec.resampler_heads, spec.ff_mult, spec.tokens, spec.timestep_dim)
     if spec.kind == "pooled_mlp":  # InstantX Flux: FaceID's projection layout over a pooled image embedding
         return FaceIDProjection(spec.clip_dim, spec.cross_dim, spec.tokens)
-    if spec.kind == "faceid_plus":
-        return FaceIDPlusProjection(spec.id_dim, spec.cross_dim, spec.tokens, spec.clip_dim, spec.resampler_depth,
-                                    spec.resampler_heads, spec.ff_mult)
+    if spec.kind == "faceid_plus":  # Kolors: tokens of ChatGLM's width (token_dim), mapped by the model later
+        return FaceIDPlusProjection(spec.id_dim, spec.token_dim or spec.cross_dim, spec.tokens, spec.clip_dim,
+                                    spec.resampler_depth, spec.resampler_heads, spec.ff_mult)
     raise ValueError(f"no projection for kind {spec.kind!r}")

@@ -47,7 +47,8 @@ WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out"
 COMBINE = ("concat", "add", "subtract", "average", "norm average", "separate")
 SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
 UNIFIED_PRESETS = ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
-                   "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)")
+                   "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)",
+                   "COMPOSITION (SD1.5 / SDXL)", "KOLORS PLUS (Kolors only)")
 FACEID_PRESETS = ("FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
                   "FACEID PORTRAIT UNNORM - SDXL only (strong)")
 PROVIDERS = ("CPU", "CUDA", "ROCm", "CoreML")  # all this pack knows; the server lists those onnxruntime offers
@@ -155,7 +156,9 @@ TARGETS = {
          weight("weight_faceidv2"), combo("plus_version", PLUS_VERSIONS), combo("embeddings", EMBEDDINGS),
          combo("combine_embeds", COMBINE), combo("embeds_scaling", SCALING), flag("skip_no_face"),
          text("reference_weights", optional=True), text("block_weights", optional=True, multiline=True),
-         sock("clip_vision", "CLIP_VISION", True), sock("attn_mask", "MASK", True)],
+         sock("clip_vision", "CLIP_VISION", True), sock("attn_mask", "MASK", True),
+         flag("unfold_batch", optional=True), num("weight_kolors", "FLOAT", 1.0, -1.0, 5.0, optional=True),
+         sock("image_negative", "IMAGE", True), sock("frame_weights", "IPADAPTER_KIT_FRAME_WEIGHTS", True)],
         [("MODEL", "MODEL"), ("face_crops", "IMAGE")]),
     "IPAKitCombineEmbeds": node(
         "IPAdapter Kit: Combine Embeds",
@@ -337,6 +340,10 @@ SOURCES = {
     "IPAdapterFaceID": theirs("IPAdapter FaceID", _FACE_SOCKETS,
                               ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at",
                                "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
+    "IPAdapterFaceIDKolors": theirs("IPAdapter FaceID Kolors", _FACE_SOCKETS,
+                                    ["weight", "weight_faceidv2", "weight_kolors", "weight_type", "combine_embeds",
+                                     "start_at", "end_at", "embeds_scaling"],
+                                    [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
     "IPAAdapterFaceIDBatch": theirs("IPAdapter FaceID Batch", _FACE_SOCKETS,
                                     ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at",
                                      "end_at", "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
@@ -551,10 +558,6 @@ PATCH_BLIND_SAMPLERS = {
 
 # IPAdapter_plus nodes with no counterpart here (yet): left as they are and reported with the reason.
 NOT_MAPPED = {
-    "IPAdapterUnifiedLoaderCommunity": "its presets (Composition, Kolors) are not unified-loader presets here; use "
-                                       "IPAdapter Kit: Load IP-Adapter with the file (ip_plus_composition_*, "
-                                       "Kolors-IP-Adapter-Plus) and a Load CLIP Vision node",
-    "IPAdapterFaceIDKolors": "Kolors FaceID is not supported by this pack",
     "IPAdapterWeights": "its FLOAT list drives a batch node's weight widget; here per-frame weights are an input: "
                         "use IPAdapter Kit: Frame Weights and connect it to Apply (advanced)'s frame_weights",
     "IPAdapterWeightsFromStrategy": "rebuild the schedule with IPAdapter Kit: Frame Weights (frame_weights input)",
@@ -623,6 +626,17 @@ def provider(value):
             return new, (NOTE, f"provider {new}: only offered when the installed onnxruntime has it")
         return new, None
     return "CPU", (LOSSY, f"provider {value!r} is not offered by this pack; CPU is used")
+
+
+COMMUNITY_PRESETS = {"Composition": "COMPOSITION (SD1.5 / SDXL)", "Kolors": "KOLORS PLUS (Kolors only)"}
+
+
+def community_preset(value):
+    """IPAdapter_plus's Community loader presets are unified-loader presets here."""
+    if value in COMMUNITY_PRESETS:
+        return COMMUNITY_PRESETS[value], None
+    return COMMUNITY_PRESETS["Composition"], (LOSSY, f"preset {value!r} is not a Community preset; 'Composition' "
+                                                     "is used")
 
 
 def combine_method(value):
@@ -755,6 +769,8 @@ PIPELINE_INPUT = {"ipadapter": ((None, ANY), "the pipeline input is not needed: 
 RULES = {
     "IPAdapterModelLoader": Rule("IPAKitModelLoader"),
     "IPAdapterUnifiedLoader": Rule("IPAKitUnifiedLoader", drop=PIPELINE_INPUT),
+    "IPAdapterUnifiedLoaderCommunity": Rule("IPAKitUnifiedLoader", drop=PIPELINE_INPUT,
+                                            values={"preset": community_preset}),
     "IPAdapterUnifiedLoaderFaceID": Rule(
         "IPAKitUnifiedFaceIDLoader", drop=PIPELINE_INPUT, values={"provider": provider},
         fixed={"lora_source": LORA_SOURCES[0]}),
@@ -766,24 +782,20 @@ RULES = {
     "IPAdapter@faceid": Rule("IPAKitApplyFaceID", values={"weight_type": simple_weight_type},
                              hooks=("faceid", "faceidv2_from_weight")),
     "IPAdapterAdvanced": Rule("IPAKitApplyAdvanced", variants=(FACEID_VARIANT,)),
-    "IPAdapterAdvanced@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"),
-                                     drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+    "IPAdapterAdvanced@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight")),
     "IPAdapterBatch": Rule("IPAKitApplyAdvanced", fixed={"unfold_batch": True}, drop=ENCODE_BATCH,
                            variants=(FACEID_VARIANT,)),
     "IPAdapterBatch@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"), lossy=(NO_UNFOLD,),
-                                  drop={**ENCODE_BATCH,
-                                        "image_negative": ((None,), "the FaceID node takes no negative image")}),
-    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid",),
-                            drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
-    "IPAAdapterFaceIDBatch": Rule("IPAKitApplyFaceID", hooks=("faceid",), lossy=(NO_UNFOLD,),
-                                  drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+                                  drop=ENCODE_BATCH),
+    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid",)),
+    "IPAAdapterFaceIDBatch": Rule("IPAKitApplyFaceID", hooks=("faceid",), lossy=(NO_UNFOLD,)),
+    "IPAdapterFaceIDKolors": Rule("IPAKitApplyFaceID", hooks=("faceid",)),
     "IPAdapterMS": Rule("IPAKitApplyAdvanced", rename={"layer_weights": "block_weights"}, hooks=("layer_weights",),
                         drop={"weight_faceidv2": ((ANY,), "only FaceID Plus v2 adapters use it"),
                               "insightface": ((None,), "only FaceID adapters use it")},
                         variants=(FACEID_VARIANT,)),
     "IPAdapterMS@faceid": Rule("IPAKitApplyFaceID", rename={"layer_weights": "block_weights"},
-                               hooks=("faceid", "layer_weights"),
-                               drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
+                               hooks=("faceid", "layer_weights")),
     "IPAdapterPreciseStyleTransfer": Rule(
         "IPAKitApplyAdvanced", rename={"style_boost": "weight_composition"},
         fixed={"weight_type": "style transfer precise"}),

@@ -3,6 +3,7 @@ import dataclasses
 import logging
 import re
 
+import numpy as np
 import torch
 
 import comfy.sd
@@ -15,13 +16,15 @@ from ..ipadapter_core import lora as core_lora
 from ..ipadapter_core.attention import EMBEDS_SCALING
 from ..ipadapter_core.embeds import COMBINE_EMBEDS
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+from ..ipadapter_core.projections import through_context_projection
 from . import clip_encode, faces, model_cache, patching, presets
 from .apply import resolve_clip_vision, weight_inputs
-from .types import InsightFace, IPAdapter
+from .types import FrameWeights, InsightFace, IPAdapter
 
 CATEGORY = "ipadapter_kit/faceid"
 FACEID_KINDS = ("faceid", "faceid_plus")
 CROP_SIZE = 224
+KOLORS_CROP_SIZE = 336  # Kolors FaceID-Plus crops faces for CLIP-ViT-L-14-336
 
 # preset -> arch -> (adapter patterns, LoRA patterns or None); flags for what the weights cannot tell.
 PRESETS = {
@@ -73,17 +76,74 @@ def apply_lora_file(model, name, strength):
     return patched
 
 
-def face_embeds(adapter, insightface, image, clip_vision, unnorm, skip_no_face):
-    """((ids, clip hidden), (zero ids, black-image hidden), face result) for the references in image."""
+def kolors_crops(image, result):
+    """KOLORS_CROP_SIZE px ArcFace-aligned crops of the kept faces (Kolors FaceID-Plus reads CLIP-ViT-L at 336 px)."""
+    _, face_align = faces._insightface_modules()
+    frames = faces.to_bgr_frames(image)
+    crops = [face_align.norm_crop(frames[index], landmark=kps.numpy(), image_size=KOLORS_CROP_SIZE)
+             for index, kps in zip(result.kept, result.kps)]
+    return torch.from_numpy(np.ascontiguousarray(np.stack(crops)[..., ::-1])).float() / 255.0
+
+
+def to_count(embeds, count):
+    """embeds with count rows: cut, or the last row repeated (how IPAdapter_plus sizes a negative batch)."""
+    if embeds.shape[0] >= count:
+        return embeds[:count]
+    return torch.cat([embeds, embeds[-1:].expand(count - embeds.shape[0], *embeds.shape[1:])])
+
+
+def face_embeds(adapter, insightface, image, clip_vision, unnorm, skip_no_face, image_negative=None):
+    """((ids, clip hidden), (zero ids, negative hidden), face result) for the references in image.
+
+    The negative of the identity is zeros; FaceID Plus encodes image_negative (whole, not face-cropped) for its CLIP
+    part, else a black image, as IPAdapter_plus does.
+    """
     result = faces.analyze(insightface, image, skip_missing=skip_no_face)
     ids = (result.raw if unnorm else result.normed).float()
     hidden = uncond_hidden = None
     if adapter.spec.kind == "faceid_plus":
         clip_vision = resolve_clip_vision(adapter, clip_vision)
+        if adapter.spec.token_dim is not None:
+            result = dataclasses.replace(result, crops=kolors_crops(image, result))
         hidden = clip_encode.encode(clip_vision, result.crops, "penultimate_hidden_states", "face crops")
         core_embeds.check_encoder(adapter.spec, hidden, adapter.name)
-        uncond_hidden = clip_encode.default_negative(clip_vision, "penultimate_hidden_states", hidden)
+        if image_negative is None:
+            uncond_hidden = clip_encode.default_negative(clip_vision, "penultimate_hidden_states", hidden)
+        else:
+            negative = clip_encode.encode(clip_vision, image_negative, "penultimate_hidden_states", "image_negative")
+            core_embeds.check_encoder(adapter.spec, negative, adapter.name)
+            uncond_hidden = to_count(negative, hidden.shape[0])
+    elif image_negative is not None:
+        logging.warning("IPAdapter Kit: %s reads no CLIP features (FaceID / Portrait), so image_negative has no "
+                        "effect (its negative is a zero identity, as in IPAdapter_plus); disconnect it.", adapter.name)
     return (ids, hidden), (torch.zeros_like(ids), uncond_hidden), result
+
+
+def context_projection(model, adapter):
+    """(weight, bias) of the Kolors UNet's encoder_hid_proj (ChatGLM width -> context width) for Kolors FaceID-Plus."""
+    spec = adapter.spec
+    linear = getattr(model.model.diffusion_model, "encoder_hid_proj", None)
+    weight, bias = getattr(linear, "weight", None), getattr(linear, "bias", None)
+    wanted = (spec.cross_dim, spec.token_dim)
+    if weight is None or bias is None or tuple(weight.shape) != wanted:
+        found = "none" if weight is None else f"weight {tuple(weight.shape)}{'' if bias is not None else ', no bias'}"
+        raise IncompatibleModelError(
+            f"{adapter.name} is Kolors FaceID-Plus: its {spec.token_dim}-wide tokens (ChatGLM's width) go through the "
+            f"Kolors UNet's encoder_hid_proj ({spec.token_dim} -> {spec.cross_dim}), but this model has {found}. "
+            "Load the Kolors UNet with a loader that keeps encoder_hid_proj (e.g. ComfyUI-Kolors-MZ's Kolors UNET "
+            "loader), or use Kolors-IP-Adapter-Plus.")
+    return weight.detach(), bias.detach()
+
+
+def faceid_projector(shortcut, scale, context=None, weight_kolors=1.0):
+    """The projector for patching.apply_embeds: FaceID tokens, then (Kolors) the UNet's encoder_hid_proj."""
+    def projector(weights, ids, hidden, method):
+        if context is None:
+            return core_embeds.project_faceid(weights, ids, hidden, method, shortcut=shortcut, scale=scale)
+        with torch.no_grad():
+            tokens = weights.image_proj(ids, hidden, shortcut=shortcut, scale=scale)
+            return core_embeds.join(through_context_projection(tokens, *context, weight_kolors), method)
+    return projector
 
 
 class ApplyFaceID(io.ComfyNode):
@@ -94,19 +154,23 @@ class ApplyFaceID(io.ComfyNode):
             display_name="IPAdapter Kit: Apply FaceID",
             category=CATEGORY,
             description="Face image prompt: InsightFace identity embeddings of the reference faces (plus CLIP "
-                        "features of the aligned crops for FaceID Plus). Several photos of one person work best "
-                        "with Portrait adapters. Only use faces of people who agreed to it.",
+                        "features of the aligned crops for FaceID Plus and Kolors FaceID-Plus). Several photos of one "
+                        "person work best with Portrait adapters. Only use faces of people who agreed to it.",
             inputs=[
-                io.Model.Input("model", tooltip="The SD1.5 or SDXL model to patch (a patched copy is returned)."),
-                IPAdapter.Input("ipadapter", tooltip="A FaceID adapter (FaceID, Plus, Plus v2, Portrait)."),
-                InsightFace.Input("insightface", tooltip="From the InsightFace loader."),
+                io.Model.Input("model", tooltip="The SD1.5, SDXL or Kolors model to patch (a patched copy is "
+                                                "returned)."),
+                IPAdapter.Input("ipadapter", tooltip="A FaceID adapter (FaceID, Plus, Plus v2, Portrait, Kolors "
+                                                     "FaceID-Plus)."),
+                InsightFace.Input("insightface", tooltip="From the InsightFace loader (antelopev2 for Kolors)."),
                 io.Image.Input("image", tooltip="Reference photo(s); the largest face in each is used."),
                 *weight_inputs(),
                 io.Float.Input("weight_faceidv2", default=1.0, min=-1.0, max=5.0, step=0.05,
-                               tooltip="Plus v2 only: strength of the identity shortcut added to the refined tokens."),
+                               tooltip="Plus v2 and Kolors only: strength of the identity shortcut added to the "
+                                       "refined tokens."),
                 io.Combo.Input("plus_version", options=list(PLUS_VERSIONS), default=PLUS_VERSIONS[0],
                                tooltip="FaceID Plus files do not say whether they are v1 or v2: v2 adds the "
-                                       "identity shortcut (the unified loader sets this for you)."),
+                                       "identity shortcut (the unified loader sets this for you; Kolors is always "
+                                       "v2)."),
                 io.Combo.Input("embeddings", options=list(EMBEDDINGS), default=EMBEDDINGS[0],
                                tooltip="Unnormalized embeddings are what 'portrait unnorm' SDXL expects."),
                 io.Combo.Input("combine_embeds", options=list(COMBINE_EMBEDS), default="concat",
@@ -121,9 +185,20 @@ class ApplyFaceID(io.ComfyNode):
                                 tooltip="Free per-block weights replacing weight_type ('index:weight, ...' or an "
                                         "InstantStyle dict); multiplied by weight."),
                 io.ClipVision.Input("clip_vision", optional=True,
-                                    tooltip="FaceID Plus only: CLIP vision model for the face crops."),
+                                    tooltip="FaceID Plus only: CLIP vision model for the face crops (CLIP-ViT-L-336 "
+                                            "for Kolors)."),
                 io.Mask.Input("attn_mask", optional=True,
                               tooltip="Where the face prompt acts: one mask, or one per face with 'separate'."),
+                io.Boolean.Input("unfold_batch", default=False, optional=True,
+                                 tooltip="One face per latent frame (AnimateDiff batches) instead of combining them."),
+                io.Float.Input("weight_kolors", default=1.0, min=-1.0, max=5.0, step=0.05, optional=True,
+                               tooltip="Kolors FaceID-Plus only: scales the Kolors UNet's encoder_hid_proj that maps "
+                                       "the face tokens to the cross-attention width."),
+                io.Image.Input("image_negative", optional=True,
+                               tooltip="FaceID Plus / Kolors: negative image for the CLIP part (default: black); "
+                                       "the identity's negative stays zero."),
+                FrameWeights.Input("frame_weights", optional=True,
+                                   tooltip="Per-frame weights (from a frame weights node), multiplied by weight."),
             ],
             outputs=[io.Model.Output(display_name="MODEL"), io.Image.Output(display_name="face_crops")],
         )
@@ -131,19 +206,25 @@ class ApplyFaceID(io.ComfyNode):
     @classmethod
     def execute(cls, model, ipadapter, insightface, image, weight, weight_type, start_at, end_at, weight_faceidv2,
                 plus_version, embeddings, combine_embeds, embeds_scaling, skip_no_face, reference_weights="",
-                block_weights="", clip_vision=None, attn_mask=None):
+                block_weights="", clip_vision=None, attn_mask=None, unfold_batch=False, weight_kolors=1.0,
+                image_negative=None, frame_weights=None):
         check_faceid(ipadapter)
+        patching.check_model(model, ipadapter)
+        kolors = ipadapter.spec.token_dim is not None
+        context = context_projection(model, ipadapter) if kolors else None
+        if weight_kolors != 1.0 and not kolors:
+            logging.warning("IPAdapter Kit: weight_kolors only acts on Kolors FaceID-Plus; %s ignores it.",
+                            ipadapter.name)
         unnorm = embeddings == EMBEDDINGS[1] or ipadapter.unnorm
-        cond, uncond, result = face_embeds(ipadapter, insightface, image, clip_vision, unnorm, skip_no_face)
-        shortcut = plus_version == PLUS_VERSIONS[0] if ipadapter.plus_v2 is None else ipadapter.plus_v2
-
-        def projector(weights, ids, hidden, method):
-            return core_embeds.project_faceid(weights, ids, hidden, method, shortcut=shortcut, scale=weight_faceidv2)
-
+        cond, uncond, result = face_embeds(ipadapter, insightface, image, clip_vision, unnorm, skip_no_face,
+                                           image_negative)
+        shortcut = kolors or (plus_version == PLUS_VERSIONS[0] if ipadapter.plus_v2 is None else ipadapter.plus_v2)
+        projector = faceid_projector(shortcut, weight_faceidv2, context, weight_kolors)
         patched = patching.apply_embeds(model, ipadapter, cond, uncond, weight=weight, weight_type=weight_type,
                                         start_at=start_at, end_at=end_at, combine=combine_embeds,
                                         embeds_scaling=embeds_scaling, attn_mask=attn_mask, projector=projector,
-                                        reference_weights=reference_weights or "", block_weights=block_weights or "")
+                                        reference_weights=reference_weights or "", block_weights=block_weights or "",
+                                        unfold_batch=unfold_batch, frame_weights=frame_weights)
         return io.NodeOutput(patched, result.crops)
 
 
@@ -228,8 +309,8 @@ class UnifiedFaceIDLoader(io.ComfyNode):
                 return apply_lora_file(model, names[0], strength)
             if source == "file in models/loras":
                 wanted = presets.release_name(lora_patterns[0], ".safetensors")
-                raise InvalidInputError(f"no FaceID LoRA file: put {wanted} in models/loras/, or choose the LoRA "
-                                        "embedded in the adapter.")
+                raise InvalidInputError(f"no FaceID LoRA file: put {wanted}{presets.download_source(wanted)} in "
+                                        "models/loras/, or choose the LoRA embedded in the adapter.")
             logging.info("IPAdapter Kit: no %s in models/loras, using the LoRA embedded in %s", lora_patterns[0],
                          adapter.name)
         return apply_embedded_lora(model, adapter, strength)

@@ -27,13 +27,37 @@ PRESETS = {
         "SD1.5": ([r"ip-adapter-plus-face_sd15\."], "vit-h"),
         "SDXL": ([r"ip-adapter-plus-face_sdxl_vit-h\."], "vit-h")},
     "FULL FACE - SD1.5 only (portraits stronger)": {"SD1.5": ([r"ip-adapter-full-face_sd15\."], "vit-h")},
+    # IPAdapter_plus's Community loader: ostris' composition adapters and Kwai-Kolors' IP-Adapter-Plus
+    "COMPOSITION (SD1.5 / SDXL)": {
+        "SD1.5": ([r"ip_plus_composition_sd15\.", r"plus.composition.sd15\."], "vit-h"),
+        "SDXL": ([r"ip_plus_composition_sdxl\.", r"plus.composition.sdxl\."], "vit-h")},
+    "KOLORS PLUS (Kolors only)": {
+        "SDXL": ([r"Kolors-IP-Adapter-Plus\.", r"kolors.ip.adapter.plus\.", r"ip_adapter_plus_general\."],
+                 "vit-l-336")},
 }
 ENCODERS = {
     "vit-h": ([r"vit.?h.?14.*s32b.?b79k", r"clip.?vit.?h", r"ipadapter.*sd15", r"sd1.?5.*model"],
               "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"),
     "vit-g": ([r"vit.?bigg.?14.*39b.?b160k", r"clip.?vit.?bigg", r"ipadapter.*sdxl", r"sdxl.*model"],
               "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"),
+    "vit-l-336": ([r"clip.vit.large.patch14.336\."], "clip-vit-large-patch14-336.bin"),
 }
+# Where each release is downloaded (first matching name prefix).
+DOWNLOADS = (
+    ("ip-adapter-faceid", "https://huggingface.co/h94/IP-Adapter-FaceID"),
+    ("ip-adapter_sdxl", "https://huggingface.co/h94/IP-Adapter/tree/main/sdxl_models"),
+    ("ip-adapter-plus_sdxl", "https://huggingface.co/h94/IP-Adapter/tree/main/sdxl_models"),
+    ("ip-adapter-plus-face_sdxl", "https://huggingface.co/h94/IP-Adapter/tree/main/sdxl_models"),
+    ("ip-adapter", "https://huggingface.co/h94/IP-Adapter/tree/main/models"),
+    ("ip_plus_composition", "https://huggingface.co/ostris/ip-composition-adapter"),
+    ("Kolors-IP-Adapter-Plus",
+     "https://huggingface.co/Kwai-Kolors/Kolors-IP-Adapter-Plus (ip_adapter_plus_general.bin)"),
+    ("CLIP-ViT-H-14", "https://huggingface.co/h94/IP-Adapter/tree/main/models/image_encoder (model.safetensors)"),
+    ("CLIP-ViT-bigG-14", "https://huggingface.co/h94/IP-Adapter/tree/main/sdxl_models/image_encoder "
+                         "(model.safetensors)"),
+    ("clip-vit-large-patch14-336", "https://huggingface.co/openai/clip-vit-large-patch14-336 (pytorch_model.bin)"),
+)
+RELEASE_EXTENSION = {"KOLORS PLUS (Kolors only)": ".bin"}  # named in errors; the others ship as .safetensors
 _clip_vision_cache = {}
 
 
@@ -42,15 +66,21 @@ def release_name(pattern, extension):
     return pattern.replace("\\.", extension).replace("\\", "")
 
 
+def download_source(wanted):
+    """' from <url>' for a release file name, or '' when its source is not known here."""
+    return next((f" from {url}" for prefix, url in DOWNLOADS if wanted.startswith(prefix)), "")
+
+
 def find_file(folder, patterns, wanted):
-    """First file in a model folder matching one of the patterns, or an error naming the file and folder."""
+    """First file in a model folder matching one of the patterns, or an error naming the file, folder and source."""
     names = folder_paths.get_filename_list(folder)
     for pattern in patterns:
         for name in names:
             if re.search(pattern, name.rsplit("/", 1)[-1], re.IGNORECASE):
                 return name
-    raise InvalidInputError(f"no file for this preset in models/{folder}: download {wanted} and put it in "
-                            f"models/{folder}/ (searched: {', '.join(folder_paths.get_folder_paths(folder))}).")
+    searched = ", ".join(folder_paths.get_folder_paths(folder))
+    raise InvalidInputError(f"no file for this preset in models/{folder}: download {wanted}{download_source(wanted)} "
+                            f"and put it in models/{folder}/ (searched: {searched}).")
 
 
 def load_clip_vision(name):
@@ -86,7 +116,8 @@ class UnifiedLoader(io.ComfyNode):
         if arch not in choices:
             raise IncompatibleModelError(f"preset '{preset}' has no {arch} release; pick another preset.")
         patterns, encoder = choices[arch]
-        adapter = model_cache.load_adapter(find_file("ipadapter", patterns, release_name(patterns[0], ".safetensors")))
+        wanted = release_name(patterns[0], RELEASE_EXTENSION.get(preset, ".safetensors"))
+        adapter = model_cache.load_adapter(find_file("ipadapter", patterns, wanted))
         clip_vision = load_clip_vision(find_file("clip_vision", *ENCODERS[encoder]))
         adapter = dataclasses.replace(adapter, clip_vision=clip_vision)
         return io.NodeOutput(model, adapter, clip_vision)

@@ -14,6 +14,11 @@ from tinymodels.weights import random_tensors
 ID_DIM = 512  # InsightFace embedding size, as in the real files
 HEAD_DIM = 64  # head size of every released resampler
 LORA_RANK = 8
+# Kwai-Kolors' FaceID-Plus: ChatGLM-wide tokens (4096 real, KOLORS_TOKEN_WIDTH here) that the Kolors UNet's
+# encoder_hid_proj maps to its cross-attention width (2048 real, the tiny SDXL context here) before to_k_ip / to_v_ip.
+KOLORS_FACEID = "Kolors-IP-Adapter-FaceID-Plus.bin"
+KOLORS_TOKEN_WIDTH = 128
+KOLORS_FACEID_TOKENS = 6
 
 
 def cross_attn_widths(arch):
@@ -158,3 +163,16 @@ def write_all(folder, seed=0):
     for i, (name, (arch, proj, lora)) in enumerate(sorted(catalog().items())):
         out[name] = save(pathlib.Path(folder) / name, state_dict(arch, proj, lora, seed=seed + 10 * i))
     return out
+
+
+def kolors_faceid_state_dict(seed=0):
+    """Kolors-IP-Adapter-FaceID-Plus: FaceID Plus projection of token width KOLORS_TOKEN_WIDTH over CLIP-ViT-L-336
+    hidden states, image K/V reading the SDXL-layout UNet's context width."""
+    _, l336_hidden = clip_dims("vit-l-336")
+    proj = faceid_plus_proj(l336_hidden, KOLORS_TOKEN_WIDTH, tokens=KOLORS_FACEID_TOKENS)
+    return state_dict("sdxl", proj, lora=False, seed=seed)
+
+
+def write_kolors_faceid(folder, seed=900):
+    """The Kolors FaceID-Plus file under its release name (torch.save nested, as Kwai-Kolors ships it)."""
+    return save(pathlib.Path(folder) / KOLORS_FACEID, kolors_faceid_state_dict(seed))

@@ -12,7 +12,7 @@ from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, i
                         ipadapter_files, pulid_files, sd3_adapter_files, sd3_models)
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "8"
+VERSION = "9"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 # Stability's sd_xl_base_1.0 single file: model.diffusion_model.*, conditioner.embedders.{0,1}.* (CLIP-L, OpenCLIP bigG)
 # and first_stage_model.* (a tiny TAESD here).
@@ -98,6 +98,7 @@ def build(root):
     for i, (encoder, name) in enumerate(sorted(CLIP_VISION_FILES.items())):
         comfy_models.write_clip_vision(models / "clip_vision" / name, encoder, seed=100 + i)
     ipadapter_files.write_all(models / "ipadapter")
+    ipadapter_files.write_kolors_faceid(models / "ipadapter")
     extras.write_controlnet(models / "controlnet" / "control_v11p_sd15_canny_fp16.safetensors")
     extras.write_lora(models / "loras" / "style_lora_sd15.safetensors")
     for i, name in enumerate(FACEID_LORAS):
