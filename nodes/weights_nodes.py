@@ -194,12 +194,12 @@ class WeightsFromStrategy(io.ComfyNode):
             description="The schedule of a Weights Schedule node's settings, for another batch of images.",
             inputs=[WeightsStrategy.Input("weights_strategy"),
                     io.Image.Input("image", optional=True, tooltip="The reference images to fade between.")],
-            outputs=schedule_output_sockets(),
+            outputs=[*schedule_output_sockets(), WeightsStrategy.Output(display_name="weights_strategy")],
         )
 
     @classmethod
     def execute(cls, weights_strategy, image=None):
-        return io.NodeOutput(*schedule_outputs(weights_strategy, image))
+        return io.NodeOutput(*schedule_outputs(weights_strategy, image), weights_strategy)
 
 
 class PromptScheduleFromStrategy(io.ComfyNode):

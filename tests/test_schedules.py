@@ -161,7 +161,7 @@ def test_weights_schedule_nodes_pick_the_images():
     again = weights_nodes.WeightsFromStrategy.execute(made, image[:2]).result
     assert again[0] == (1.0, 1.0, 0.0) and again[4][:, 0, 0, 0].tolist() == [0, 1, 1]
     alone = weights_nodes.WeightsFromStrategy.execute(made).result
-    assert alone == ((1.0, 0.0), (0.0, 1.0), 2, None, None)
+    assert alone == ((1.0, 0.0), (0.0, 1.0), 2, None, None, made)
     assert weights_nodes.PromptScheduleFromStrategy.execute(made, "a\nb\nc").result == \
         ('"0": "a",\n"1": "a",\n"3": "b",\n"5": "c",\n',)
     assert weights_nodes.CombineWeights.execute(weights, (0.5,)).result == (weights + (0.5,), 6)
