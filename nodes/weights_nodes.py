@@ -192,7 +192,7 @@ class WeightsFromStrategy(io.ComfyNode):
             display_name="IPAdapter Kit: Weights From Strategy",
             category=CATEGORY,
             description="The schedule of a Weights Schedule node's settings, for another batch of images.",
-            inputs=[WeightsStrategy.Input("weights_strategy"),
+            inputs=[WeightsStrategy.Input("weights_strategy", tooltip="A Weights Schedule node's settings."),
                     io.Image.Input("image", optional=True, tooltip="The reference images to fade between.")],
             outputs=[*schedule_output_sockets(), WeightsStrategy.Output(display_name="weights_strategy")],
         )
@@ -211,7 +211,8 @@ class PromptScheduleFromStrategy(io.ComfyNode):
             category=CATEGORY,
             description="A batch prompt schedule (FizzNodes' format) that changes prompt with each reference image "
                         "of a Weights Schedule.",
-            inputs=[WeightsStrategy.Input("weights_strategy"),
+            inputs=[WeightsStrategy.Input("weights_strategy",
+                                          tooltip="The Weights Schedule whose reference images the prompts follow."),
                     io.String.Input("prompt", default="", multiline=True,
                                     tooltip="One prompt per line, one line per reference image (the last repeats).")],
             outputs=[io.String.Output(display_name="prompt_schedule")],
@@ -230,7 +231,8 @@ class CombineWeights(io.ComfyNode):
             display_name="IPAdapter Kit: Combine Weights",
             category=CATEGORY,
             description="Two frame weight schedules one after the other.",
-            inputs=[FrameWeightsType.Input("weights_1"), FrameWeightsType.Input("weights_2")],
+            inputs=[FrameWeightsType.Input("weights_1", tooltip="The first frames' weights."),
+                    FrameWeightsType.Input("weights_2", tooltip="The weights of the frames that follow.")],
             outputs=[FrameWeightsType.Output(display_name="weights"), io.Int.Output(display_name="count")],
         )
 
