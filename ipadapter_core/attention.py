@@ -193,6 +193,39 @@ class QueryCall:
     chunks: tuple  # cond_or_uncond: 0 cond, 1 uncond, one entry per chunk of the batch
     sigmas: Optional[torch.Tensor]
     layout: Optional[TokenLayout]  # needed only where masks apply
+    frames: Optional[tuple] = None  # absolute frame of each latent of a chunk (context windows); None: its position
+
+
+def _window_frames(options):
+    """The absolute frames a context window's latents are, from transformer_options, or None (no window)."""
+    ad_params = options.get("ad_params")  # AnimateDiff-Evolved: sub_idxs is None when it runs the whole batch
+    if isinstance(ad_params, dict) and ad_params.get("sub_idxs") is not None:
+        return tuple(int(i) for i in ad_params["sub_idxs"])
+    window = options.get("context_window")  # ComfyUI's own context windows (an IndexListContextWindow)
+    if window is None or getattr(window, "dim", 0) != 0:
+        return None  # windows over another dimension (video models) leave the batch rows as they are
+    frames = [int(i) for i in window.index_list]
+    anchor = getattr(window, "causal_anchor_index", None)  # newer ComfyUI runs the frame before the window first
+    return tuple(([int(anchor)] if anchor is not None and anchor >= 0 else []) + frames)
+
+
+def frame_indices(options, batch, chunks):
+    """The absolute frame of each latent in a cond/uncond chunk when the sampler runs a context window (AnimateDiff-
+    Evolved's ad_params, ComfyUI's context_window), or None when the batch is the whole animation."""
+    frames = _window_frames(options)
+    if frames is None:
+        return None
+    per_chunk = batch // max(1, len(chunks))
+    if len(frames) != per_chunk:
+        raise InvalidInputError(f"the sampler's context window lists {len(frames)} frames but the model got "
+                                f"{per_chunk} latents per cond/uncond chunk; frame weights and unfold_batch cannot "
+                                "tell which frame each latent is: check the context options' length.")
+    return frames
+
+
+def chunk_frames(batch, chunks, frames=None):
+    """The frame of each latent of one cond/uncond chunk: the given absolute frames, else 0, 1, 2, ..."""
+    return frames if frames is not None else range(batch // len(chunks))
 
 
 class ImageAttention:
@@ -207,9 +240,12 @@ class ImageAttention:
         self._index = {}
         self._frames = {}
         self._fused = {}
+        self._windowed = {}  # per batch layout: (frames, groups) of the latest context window
         self._all_active = frozenset().union(*self._active)
         self._projected = frozenset(i for i, p in enumerate(self.prompts) if p.projection != "none")
         self._plain = frozenset(range(len(self.prompts))) - self._projected
+        # prompts whose K/V or weight depends on the latent's frame (they follow a context window's frames)
+        self.framed = any(p.unfold_batch or p.frame_weights is not None for p in self.prompts)
         self._masked_layers = {layer for i, p in enumerate(self.prompts) if p.masks is not None for layer in
                                self._active[i]}
 
@@ -277,29 +313,31 @@ class ImageAttention:
             self._kv[key] = hit
         return hit
 
-    def _batch_index(self, prompt, cond_or_uncond, batch, device):
+    def _batch_index(self, prompt, cond_or_uncond, batch, device, frames=None):
         """Row of the (2*R) K/V table for each batch element (cond/uncond chunk, and frame when unfolding)."""
-        key = (tuple(cond_or_uncond), batch, prompt.unfold_batch, prompt.references, device)
+        key = (tuple(cond_or_uncond), batch, prompt.unfold_batch, prompt.references, device,
+               frames if prompt.unfold_batch else None)
         hit = self._index.get(key)
         if hit is None:
-            per_chunk = batch // len(cond_or_uncond)
+            frames = chunk_frames(batch, cond_or_uncond, frames)
             rows = []
             for chunk in cond_or_uncond:
                 kind = 1 if chunk == 1 else 0
-                for frame in range(per_chunk):
+                for frame in frames:
                     rows.append(kind * prompt.references + frame % prompt.references if prompt.unfold_batch else kind)
             hit = torch.tensor(rows, device=device)
             self._index[key] = hit
         return hit
 
-    def _frame_scale(self, i, prompt, cond_or_uncond, batch, device, dtype):
-        """(B, 1, 1) multiplier: the weight of each latent's frame (position inside its cond/uncond chunk)."""
-        key = (i, tuple(cond_or_uncond), batch, device, dtype)
+    def _frame_scale(self, i, prompt, cond_or_uncond, batch, device, dtype, frames=None):
+        """(B, 1, 1) multiplier: the weight of each latent's frame (its position inside its cond/uncond chunk, or
+        the absolute frame a context window gives)."""
+        key = (i, tuple(cond_or_uncond), batch, device, dtype, frames)
         hit = self._frames.get(key)
         if hit is None:
-            per_chunk = batch // len(cond_or_uncond)
             weights = prompt.frame_weights
-            rows = [weights[frame % len(weights)] for _ in cond_or_uncond for frame in range(per_chunk)]
+            rows = [weights[frame % len(weights)] for _ in cond_or_uncond
+                    for frame in chunk_frames(batch, cond_or_uncond, frames)]
             hit = torch.tensor(rows, device=device, dtype=dtype).view(-1, 1, 1)
             self._frames[key] = hit
         return hit
@@ -318,13 +356,21 @@ class ImageAttention:
         layout = call.layout if layer in self._masked_layers else None
         key = (layer, q_heads.device, q_heads.dtype, heads, head_dim, call.chunks, batch, tokens if layout else None,
                layout, only)
+        if call.frames is not None:
+            # context windows: one entry per layer layout holding the latest window, so that the cache stays the
+            # size of one batch however many windows the animation has (each new window rebuilds it once)
+            frames, hit = self._windowed.get(key, (None, None))
+            if frames != call.frames:
+                hit = self._build_groups(layer, q_heads, call.chunks, layout, only, call.frames)
+                self._windowed[key] = (call.frames, hit)
+            return hit
         hit = self._fused.get(key)
         if hit is None:
             hit = self._build_groups(layer, q_heads, call.chunks, layout, only)
             self._fused[key] = hit
         return hit
 
-    def _build_groups(self, layer, q_heads, chunks, layout, only=None):
+    def _build_groups(self, layer, q_heads, chunks, layout, only=None, frames=None):
         batch, heads, tokens, head_dim = q_heads.shape
         device, dtype = q_heads.device, q_heads.dtype
         by_tokens = {}  # T -> [(k, v, masks, sigma_range)] with k, v (B, units, T, C)
@@ -332,13 +378,13 @@ class ImageAttention:
             if layer not in self._active[i] or (only is not None and i not in only):
                 continue
             k, v = self._layer_kv(i, prompt, layer, device, dtype, head_dim)  # (2, R, T, C): cond, uncond
-            rows = self._batch_index(prompt, chunks, batch, device)
+            rows = self._batch_index(prompt, chunks, batch, device, frames)
             if prompt.unfold_batch:  # one reference per latent
                 k, v = k.flatten(0, 1)[rows].unsqueeze(1), v.flatten(0, 1)[rows].unsqueeze(1)
             else:  # every reference for every latent, one softmax each
                 k, v = k[rows], v[rows]
             if prompt.frame_weights is not None:  # per-latent weight: static for this batch layout, so into V
-                v = v * self._frame_scale(i, prompt, chunks, batch, device, dtype).view(batch, 1, 1, 1)
+                v = v * self._frame_scale(i, prompt, chunks, batch, device, dtype, frames).view(batch, 1, 1, 1)
             masks = None
             if prompt.masks is not None and prompt.projection == "none":  # PuLID masks its joined term instead
                 resized = self._resized_masks(i, prompt, layout, device, torch.float32)  # (R, N)
@@ -448,7 +494,9 @@ class IPAdapterPatch(ImageAttention):
         batch, tokens, width = q.shape
         heads = extra_options["n_heads"]
         layout = TokenLayout.unet(extra_options["original_shape"], tokens) if self.masked(layer) else None
-        call = QueryCall(heads, tuple(extra_options.get("cond_or_uncond", [0])), extra_options.get("sigmas"), layout)
+        chunks = tuple(extra_options.get("cond_or_uncond", [0]))
+        frames = frame_indices(extra_options, batch, chunks) if self.framed else None
+        call = QueryCall(heads, chunks, extra_options.get("sigmas"), layout, frames)
         q_heads = q.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
         projected = self.projected_terms(out, q_heads, layer, call) if self._projected else []
         # accumulate in place into the attention output we just made; a foreign patch's output (which it might

@@ -25,7 +25,8 @@ PULID_FLUX = "ComfyUI-PuLID-Flux"
 SOCKET_TYPES = {"IPADAPTER": IPADAPTER, "EMBEDS": EMBEDS, "IPADAPTER_PARAMS": PARAMS, "INSIGHTFACE": INSIGHTFACE,
                 "IP_ADAPTER_FLUX": IPADAPTER, "IP_ADAPTER_FLUX_INSTANTX": IPADAPTER,
                 "IP_ADAPTER_SD3_INSTANTX": IPADAPTER, "INSTANTID": IPADAPTER, "FACEANALYSIS": INSIGHTFACE,
-                "FACE_EMBEDS": FACE_TOKENS, "PULID": IPADAPTER, "EVA_CLIP": EVA_CLIP, "PULIDFLUX": IPADAPTER}
+                "FACE_EMBEDS": FACE_TOKENS, "PULID": IPADAPTER, "EVA_CLIP": EVA_CLIP, "PULIDFLUX": IPADAPTER,
+                "WEIGHTS_STRATEGY": "IPADAPTER_KIT_WEIGHTS_STRATEGY"}
 # Types only the source packs' objects travel on (-> the pack): a node we do not know that touches one is reported.
 SOURCE_TYPES = {**{kind: PLUS for kind in ("IPADAPTER", "EMBEDS", "IPADAPTER_PARAMS", "INSIGHTFACE",
                                            "WEIGHTS_STRATEGY")},
@@ -288,6 +289,43 @@ PULID_TARGETS = {
 }
 TARGETS.update(PULID_TARGETS)
 
+# Per-frame weights (IPAdapter_plus's IPAdapter Weights family).
+FRAME_WEIGHTS, WEIGHTS_STRATEGY = "IPADAPTER_KIT_FRAME_WEIGHTS", "IPADAPTER_KIT_WEIGHTS_STRATEGY"
+TIMINGS = ("custom", "linear", "ease_in_out", "ease_in", "ease_out", "random")
+BATCH_METHODS = ("full batch", "shift batches", "alternate batches")
+SCHEDULE_OUTPUTS = [("weights", FRAME_WEIGHTS), ("weights_invert", FRAME_WEIGHTS), ("total_frames", "INT"),
+                    ("image_1", "IMAGE"), ("image_2", "IMAGE"), ("weights_strategy", WEIGHTS_STRATEGY)]
+FRAME_TARGETS = {
+    "IPAKitWeightsSchedule": node(
+        "IPAdapter Kit: Weights Schedule",
+        [text("weights", "1.0, 0.0", multiline=True), combo("timing", TIMINGS, "linear"),
+         *(num(name, "INT", default, 0, 9999) for name, default in (
+             ("frames", 0), ("start_frame", 0), ("end_frame", 9999), ("add_starting_frames", 0),
+             ("add_ending_frames", 0))),
+         combo("method", BATCH_METHODS), sock("image", "IMAGE", True),
+         num("seed", "INT", 0, 0, 2**31 - 1, True, control=True)],
+        SCHEDULE_OUTPUTS),
+    "IPAKitWeightsFromStrategy": node(
+        "IPAdapter Kit: Weights From Strategy",
+        [sock("weights_strategy", WEIGHTS_STRATEGY), sock("image", "IMAGE", True)], SCHEDULE_OUTPUTS),
+    "IPAKitPromptScheduleFromStrategy": node(
+        "IPAdapter Kit: Prompt Schedule From Strategy",
+        [sock("weights_strategy", WEIGHTS_STRATEGY), text("prompt", multiline=True)], [("prompt_schedule", "STRING")]),
+    "IPAKitCombineWeights": node(
+        "IPAdapter Kit: Combine Weights",
+        [sock("weights_1", FRAME_WEIGHTS), sock("weights_2", FRAME_WEIGHTS)],
+        [("weights", FRAME_WEIGHTS), ("count", "INT")]),
+}
+TARGETS.update(FRAME_TARGETS)
+
+
+def seeded_timing(value):
+    """IPAdapter_plus's random timing drew new values on every run; the Weights Schedule's seed fixes them."""
+    if value == "random":
+        return value, (NOTE, "timing random: IPAdapter_plus drew new random weights on every run; here the seed "
+                             "input (0) fixes them: change it for other values")
+    return value, None
+
 
 # ---------------------------------------------------------------------------------------------------------------
 # IPAdapter_plus v2 nodes (what the converter reads): sockets and widgets in the order of their INPUT_TYPES.
@@ -425,6 +463,16 @@ SOURCES = {
          "method"],
         [("weights", "FLOAT"), ("weights_invert", "FLOAT"), ("total_frames", "INT"), ("image_1", "IMAGE"),
          ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")]),
+    # a subclass of IPAdapterWeights: its outputs too
+    "IPAdapterWeightsFromStrategy": theirs(
+        "IPAdapter Weights From Strategy", [("weights_strategy", "WEIGHTS_STRATEGY"), ("image", "IMAGE")], [],
+        [("weights", "FLOAT"), ("weights_invert", "FLOAT"), ("total_frames", "INT"), ("image_1", "IMAGE"),
+         ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")]),
+    "IPAdapterPromptScheduleFromWeightsStrategy": theirs(
+        "Prompt Schedule From Weights Strategy", [("weights_strategy", "WEIGHTS_STRATEGY")], ["prompt"],
+        [("prompt_schedule", "STRING")]),
+    "IPAdapterCombineWeights": theirs("IPAdapter Combine Weights", [], ["weights_1", "weights_2"],
+                                      [("weights", "FLOAT"), ("count", "INT")]),
 }
 
 # The Flux IP-Adapter packs. Their loaders load adapter and image encoder in one node; here those are two nodes.
@@ -558,12 +606,6 @@ PATCH_BLIND_SAMPLERS = {
 
 # IPAdapter_plus nodes with no counterpart here (yet): left as they are and reported with the reason.
 NOT_MAPPED = {
-    "IPAdapterWeights": "its FLOAT list drives a batch node's weight widget; here per-frame weights are an input: "
-                        "use IPAdapter Kit: Frame Weights and connect it to Apply (advanced)'s frame_weights",
-    "IPAdapterWeightsFromStrategy": "rebuild the schedule with IPAdapter Kit: Frame Weights (frame_weights input)",
-    "IPAdapterCombineWeights": "rebuild the schedule with IPAdapter Kit: Frame Weights (frame_weights input)",
-    "IPAdapterPromptScheduleFromWeightsStrategy": "prompt schedules are not part of this pack; use IPAdapter Kit: "
-                                                  "Frame Weights for the image-prompt side",
     # IPAdapter_plus v1 (before its v2 rewrite): IPAdapter_plus itself no longer loads these.
     "IPAdapterApply": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply (advanced)",
     "IPAdapterApplyFaceID": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
@@ -840,6 +882,11 @@ RULES = {
     "IPAdapterRegionalConditioning": Rule("IPAKitRegionalConditioning"),
     "IPAdapterCombineParams": Rule("IPAKitCombineParams"),
     "IPAdapterFromParams": Rule("IPAKitApplyRegions"),
+    "IPAdapterWeights": Rule("IPAKitWeightsSchedule", values={"timing": seeded_timing}),
+    "IPAdapterWeightsFromStrategy": Rule("IPAKitWeightsFromStrategy"),
+    "IPAdapterPromptScheduleFromWeightsStrategy": Rule("IPAKitPromptScheduleFromStrategy"),
+    # Their two inputs are FLOAT widgets (lists when linked); here both are schedule sockets.
+    "IPAdapterCombineWeights": Rule("IPAKitCombineWeights"),
 }
 
 # The Flux packs. Their adapter files stay where they are (this pack also searches models/xlabs/ipadapters and

@@ -14,7 +14,7 @@ NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoade
          composite.StyleComposition, composite.ApplyTiled,
          composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
          weights_nodes.BlockWeights, weights_nodes.FrameWeights, *instantid.NODES,
-         *pulid.NODES]
+         *pulid.NODES, *weights_nodes.NODES]
 
 
 class IPAdapterKitExtension(ComfyExtension):

@@ -1,4 +1,4 @@
-"""Weight editors: per-block weights with a preview picture."""
+"""Weight editors: per-block weights with a preview picture, per-frame weights for batches and animations."""
 import numpy as np
 import torch
 from PIL import Image, ImageDraw
@@ -8,6 +8,7 @@ from comfy_api.latest import io
 from ..ipadapter_core import schedules, weight_types
 from ..ipadapter_core.blocks import patch_keys
 from .types import FrameWeights as FrameWeightsType
+from .types import WeightsStrategy
 
 CATEGORY = "ipadapter_kit/weights"
 BLOCK_PRESETS = {
@@ -111,3 +112,134 @@ class FrameWeights(io.ComfyNode):
         values = schedules.frame_weights(schedule, schedules.parse_values(weights), frames, seed)
         labels = [str(i) if frames <= 24 or i % max(1, frames // 12) == 0 else "" for i in range(frames)]
         return io.NodeOutput(tuple(values), bar_chart(labels, values, f"weight per frame ({schedule})"))
+
+
+FRAMES_MAX = schedules.FRAME_LIMIT
+
+
+def frame_widgets():
+    """The widgets of IPAdapter_plus's IPAdapter Weights, with its names, order, options and defaults."""
+    return [
+        io.String.Input("weights", default="1.0, 0.0", multiline=True,
+                        tooltip="custom: the weight of each frame of a transition (commas or new lines); other "
+                                "timings: the first and last values ramp from one to the other."),
+        io.Combo.Input("timing", options=list(schedules.TIMINGS), default="linear",
+                       tooltip="custom: the list as it is; the others ramp from the first to the last value "
+                               "(IPAdapter_plus's curves and names); random: values between them (see seed)."),
+        io.Int.Input("frames", default=0, min=0, max=FRAMES_MAX,
+                     tooltip="Frames of one transition (at least 2; ignored by custom, which takes the list)."),
+        io.Int.Input("start_frame", default=0, min=0, max=FRAMES_MAX,
+                     tooltip="The ramp starts here; the frames before hold the first value."),
+        io.Int.Input("end_frame", default=FRAMES_MAX, min=0, max=FRAMES_MAX,
+                     tooltip="The ramp ends here (at most frames); the frames from here on hold the last value."),
+        io.Int.Input("add_starting_frames", default=0, min=0, max=FRAMES_MAX,
+                     tooltip="With an image: frames added before the batch, holding the first weight and image."),
+        io.Int.Input("add_ending_frames", default=0, min=0, max=FRAMES_MAX,
+                     tooltip="With an image: frames added after the batch, holding the last weight and image."),
+        io.Combo.Input("method", options=list(schedules.METHODS), default="full batch",
+                       tooltip="With an image: full batch (one transition per image: image_1), shift batches "
+                               "(image i to i+1: image_1 -> image_2), alternate batches (as shift, every other "
+                               "transition fading back with the curve mirrored)."),
+    ]
+
+
+def schedule_outputs(strategy, image):
+    """weights, weights_invert, total_frames, image_1, image_2 of a strategy for an optional image batch."""
+    plan = schedules.batch_schedule(strategy, 0 if image is None else image.shape[0])
+
+    def frames_of(indices):
+        return None if indices is None else image[torch.tensor(indices, dtype=torch.long, device=image.device)]
+
+    return plan.weights, plan.weights_invert, plan.total_frames, frames_of(plan.image_1), frames_of(plan.image_2)
+
+
+def schedule_output_sockets():
+    return [FrameWeightsType.Output(display_name="weights"), FrameWeightsType.Output(display_name="weights_invert"),
+            io.Int.Output(display_name="total_frames"), io.Image.Output(display_name="image_1"),
+            io.Image.Output(display_name="image_2")]
+
+
+class WeightsSchedule(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitWeightsSchedule",
+            display_name="IPAdapter Kit: Weights Schedule",
+            category=CATEGORY,
+            description="IPAdapter_plus's IPAdapter Weights: a weight per frame for cross-fading reference images "
+                        "in an animation (connect weights to an apply node's frame_weights and image_1 to its "
+                        "image, with unfold_batch), and the image sequences that go with them.",
+            inputs=[*frame_widgets(), io.Image.Input("image", optional=True,
+                                                     tooltip="The reference images to fade between."),
+                    io.Int.Input("seed", default=0, min=0, max=2**31 - 1, optional=True,
+                                 tooltip="Seed of the random timing (IPAdapter_plus's was unseeded).")],
+            outputs=[*schedule_output_sockets(), WeightsStrategy.Output(display_name="weights_strategy")],
+        )
+
+    @classmethod
+    def execute(cls, weights, timing, frames, start_frame, end_frame, add_starting_frames, add_ending_frames, method,
+                image=None, seed=0):
+        strategy = schedules.WeightsStrategy(weights, timing, frames, start_frame, end_frame, add_starting_frames,
+                                             add_ending_frames, method, 0 if image is None else image.shape[0], seed)
+        return io.NodeOutput(*schedule_outputs(strategy, image), strategy)
+
+
+class WeightsFromStrategy(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitWeightsFromStrategy",
+            display_name="IPAdapter Kit: Weights From Strategy",
+            category=CATEGORY,
+            description="The schedule of a Weights Schedule node's settings, for another batch of images.",
+            inputs=[WeightsStrategy.Input("weights_strategy", tooltip="A Weights Schedule node's settings."),
+                    io.Image.Input("image", optional=True, tooltip="The reference images to fade between.")],
+            outputs=[*schedule_output_sockets(), WeightsStrategy.Output(display_name="weights_strategy")],
+        )
+
+    @classmethod
+    def execute(cls, weights_strategy, image=None):
+        return io.NodeOutput(*schedule_outputs(weights_strategy, image), weights_strategy)
+
+
+class PromptScheduleFromStrategy(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitPromptScheduleFromStrategy",
+            display_name="IPAdapter Kit: Prompt Schedule From Strategy",
+            category=CATEGORY,
+            description="A batch prompt schedule (FizzNodes' format) that changes prompt with each reference image "
+                        "of a Weights Schedule.",
+            inputs=[WeightsStrategy.Input("weights_strategy",
+                                          tooltip="The Weights Schedule whose reference images the prompts follow."),
+                    io.String.Input("prompt", default="", multiline=True,
+                                    tooltip="One prompt per line, one line per reference image (the last repeats).")],
+            outputs=[io.String.Output(display_name="prompt_schedule")],
+        )
+
+    @classmethod
+    def execute(cls, weights_strategy, prompt):
+        return io.NodeOutput(schedules.prompt_schedule(weights_strategy, prompt))
+
+
+class CombineWeights(io.ComfyNode):
+    @classmethod
+    def define_schema(cls):
+        return io.Schema(
+            node_id="IPAKitCombineWeights",
+            display_name="IPAdapter Kit: Combine Weights",
+            category=CATEGORY,
+            description="Two frame weight schedules one after the other.",
+            inputs=[FrameWeightsType.Input("weights_1", tooltip="The first frames' weights."),
+                    FrameWeightsType.Input("weights_2", tooltip="The weights of the frames that follow.")],
+            outputs=[FrameWeightsType.Output(display_name="weights"), io.Int.Output(display_name="count")],
+        )
+
+    @classmethod
+    def execute(cls, weights_1, weights_2):
+        weights = tuple(schedules.combine_weights(weights_1, weights_2))
+        return io.NodeOutput(weights, len(weights))
+
+
+NODES = [WeightsSchedule, WeightsFromStrategy, PromptScheduleFromStrategy, CombineWeights]

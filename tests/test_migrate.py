@@ -169,11 +169,11 @@ EXPECTED = {
     "mad_scientist": ({"5": "IPAdapterUnifiedLoader -> IPAKitUnifiedLoader", "7": "IPAdapterMS -> IPAKitApplyAdvanced",
                        "8": "IPAdapterBatch -> IPAKitApplyAdvanced"}, []),
     "unmappable": ({"5": "IPAdapterUnifiedLoader -> IPAKitUnifiedLoader",
+                    "8": "IPAdapterWeights -> IPAKitWeightsSchedule",
                     "9": "IPAdapterLoadEmbeds -> IPAKitLoadEmbeds", "10": "IPAdapterEmbeds -> IPAKitApplyAdvanced",
                     "11": "IPAdapterClipVisionEnhancer -> IPAKitApplyTiled",
                     "12": "IPAdapterCombineEmbeds -> IPAKitCombineEmbeds"},
                    ["unmapped: node 7 ACME_IPAdapterStack: left as it is: not an IPAdapter_plus node",
-                    "unmapped: node 8 IPAdapterWeights: left as it is: its FLOAT list drives a batch node",
                     "lossy: node 9 IPAdapterLoadEmbeds -> IPAKitLoadEmbeds: cat.ipadpt is a pickled",
                     "lossy: node 12 IPAdapterCombineEmbeds -> IPAKitCombineEmbeds: method 'max' is not available"]),
 }
@@ -197,8 +197,7 @@ def test_ui_workflow_converts_with_the_expected_report(name):
     assert [n["id"] for n in converted["nodes"]] == [n["id"] for n in before["nodes"]]
     for new, old in zip(converted["nodes"], before["nodes"]):
         assert (new["pos"], new["size"], new.get("mode")) == (old["pos"], old["size"], old.get("mode"))
-        assert not new["type"].startswith(("IPAdapter", "PrepImageForClipVision")) or new["type"] in (
-            "IPAdapterWeights",), new["type"]
+        assert not new["type"].startswith(("IPAdapter", "PrepImageForClipVision")), new["type"]
 
 
 def _link_table_is_consistent(workflow):
@@ -222,7 +221,6 @@ def test_converted_ui_workflow_is_valid_for_the_server(name, object_info):
     found = validate_widgets(converted, object_info)
     if name == "unmappable":  # what is left as it is, and the embeds file that must be saved again
         assert found == ["node 7 (ACME_IPAdapterStack): unknown node type",
-                         "node 8 (IPAdapterWeights): unknown node type",
                          "node 9 (IPAKitLoadEmbeds) embeds_file: 'cat.safetensors' is not one of "
                          "['reference_embeds.safetensors']"]
     else:
@@ -399,7 +397,7 @@ def test_cli_folder_run_reports_what_did_not_map(tmp_path):
     out = tmp_path / "converted.json"
     done = _cli([str(ROOT / "migrate"), str(DATA / "unmappable.json"), str(out)], tmp_path)
     assert done.returncode == 2, done.stderr
-    assert "unmapped: node 8 IPAdapterWeights" in done.stderr
+    assert "unmapped: node 7 ACME_IPAdapterStack" in done.stderr
     assert json.loads(out.read_text()) == convert(load("unmappable")).workflow
 
 
