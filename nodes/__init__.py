@@ -1,6 +1,7 @@
 """ComfyUI adapters of the pack: V3 nodes over ipadapter_core."""
 from comfy_api.latest import ComfyExtension
 
+from . import checks
 from . import (apply, clip_vision, composite, embeds_nodes, faceid, faces, image_nodes, instantid, loaders, presets,
                pulid, weights_nodes)
 
@@ -13,6 +14,7 @@ NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoade
          composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
          weights_nodes.BlockWeights, weights_nodes.FrameWeights, *instantid.NODES,
          *pulid.NODES]
+NODES = checks.guard_all(NODES)  # every FLOAT input finite, widget or link
 
 
 class IPAdapterKitExtension(ComfyExtension):
