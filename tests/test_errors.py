@@ -78,7 +78,7 @@ def test_mask_count_must_match_references(sd15):
     adapter, cond, uncond = encode("ip-adapter_sd15.safetensors", image(batch=2))
     with pytest.raises(InvalidInputError, match="3 masks for 2 references"):
         patching.apply_embeds(sd15[0], adapter, cond, uncond, combine="separate", attn_mask=torch.ones(3, 8, 8))
-    with pytest.raises(InvalidInputError, match="2 masks for 1 references"):
+    with pytest.raises(InvalidInputError, match="2 masks for 1 reference\\. "):
         patching.apply_embeds(sd15[0], adapter, cond, uncond, combine="concat", attn_mask=torch.ones(2, 8, 8))
 
 
