@@ -7,6 +7,7 @@ the wrapper sees the values the node really receives, widget or link alike.
 import functools
 import inspect
 import math
+import numbers
 
 from comfy_api.latest import io
 
@@ -22,6 +23,7 @@ def float_inputs(node_class):
 
 
 def allowed_range(spec):
+    """'min to max' of a FLOAT input, for messages."""
     low = "-inf" if spec.min is None else f"{spec.min:g}"
     high = "inf" if spec.max is None else f"{spec.max:g}"
     return f"{low} to {high}"
@@ -36,7 +38,7 @@ def check_floats(node_class, specs, values):
     """InvalidInputError for a NaN / infinite value of a FLOAT input (None: an optional input left out)."""
     for name, spec in specs.items():
         for number in _numbers(values.get(name)):
-            if isinstance(number, (int, float)) and not isinstance(number, bool) and not math.isfinite(number):
+            if isinstance(number, numbers.Real) and not math.isfinite(float(number)):
                 schema = node_class.define_schema()
                 raise InvalidInputError(
                     f"{schema.display_name or schema.node_id} ({schema.node_id}): input '{name}' received "
@@ -49,7 +51,7 @@ def guarded(node_class):
     func = node_class.execute.__func__
     func = getattr(func, "__wrapped__", func) if getattr(func, GUARD_MARK, False) else func
     signature = inspect.signature(func)
-    specs = {}  # filled at the first call: schemas may list model folders, registered after import
+    specs = []  # the FLOAT inputs, read at the first call: schemas list model folders, registered after import
 
     def check(cls, args, kwargs):
         arguments = dict(signature.bind_partial(cls, *args, **kwargs).arguments)
@@ -57,8 +59,8 @@ def guarded(node_class):
             if parameter.kind is inspect.Parameter.VAR_KEYWORD:
                 arguments.update(arguments.pop(name, {}))
         if not specs:
-            specs.update(float_inputs(cls) or {None: None})
-        check_floats(cls, {k: v for k, v in specs.items() if k is not None}, arguments)
+            specs.append(float_inputs(cls))
+        check_floats(cls, specs[0], arguments)
 
     if inspect.iscoroutinefunction(func):
         @functools.wraps(func)

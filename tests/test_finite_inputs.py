@@ -46,6 +46,14 @@ def test_finite_values_and_left_out_optional_inputs_pass_the_check(world_paths):
         checks.check_floats(node, checks.float_inputs(node), {name: 2})
 
 
+def test_numpy_scalars_from_other_packs_are_checked_too(world_paths):
+    import numpy as np
+
+    node, name = float_inputs(world_paths)[0]
+    with pytest.raises(InvalidInputError, match="received"):
+        checks.check_floats(node, checks.float_inputs(node), {name: np.float32("nan")})
+
+
 def test_guarding_twice_wraps_once():
     node = NODES[0]
     inner = node.execute.__func__.__wrapped__
