@@ -3,7 +3,7 @@ import torch
 
 from .errors import IncompatibleModelError, InvalidInputError
 
-COMBINE_EMBEDS = ("concat", "add", "subtract", "average", "norm average", "separate")
+COMBINE_EMBEDS = ("concat", "add", "subtract", "average", "norm average", "separate", "max", "min")
 
 
 def combine(embeds, method):
@@ -22,6 +22,10 @@ def combine(embeds, method):
         return embeds[:1] - embeds[1:].mean(dim=0, keepdim=True)
     if method == "average":
         return embeds.mean(dim=0, keepdim=True)
+    if method == "max":  # element-wise over the references, as IPAdapter_plus's Combine Embeds
+        return embeds.amax(dim=0, keepdim=True)
+    if method == "min":
+        return embeds.amin(dim=0, keepdim=True)
     # "norm average" normalises each element across the references, as IPAdapter_plus does
     return (embeds / embeds.norm(dim=0, keepdim=True)).mean(dim=0, keepdim=True)
 

@@ -1,6 +1,7 @@
 """Safe loading of IP-Adapter weight files into the nested {"image_proj": ..., "ip_adapter": ...} form."""
 import os
 import pickle
+import re
 import zipfile
 
 import torch
@@ -15,6 +16,12 @@ LAYOUTS = (("image_proj", "ip_adapter"), ("ip_adapter_proj_model", "double_block
 GROUPS = LAYOUTS[0]
 SAFETENSORS_SUFFIXES = (".safetensors", ".sft")
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".ckpt")
+
+
+def refused_object(error):
+    """The Python object torch's weights-only unpickler refused, named from its message."""
+    found = re.search(r"GLOBAL\s+([A-Za-z_][\w.]*[\w])", str(error))
+    return f"the Python object {found.group(1)}" if found else "a Python object torch does not allow"
 
 
 def read_state_dict(path):
@@ -39,8 +46,8 @@ def read_state_dict(path):
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
         raise UnsafeFileError(
-            f"{name}: refused, the file holds Python objects besides tensors and loading it could run code "
-            f"({str(e).splitlines()[0]}). Use the .safetensors release of this model.") from e
+            f"{name}: refused, the file holds {refused_object(e)} besides tensors, and loading it could run code. "
+            "Use the .safetensors release of this model.") from e
     except (RuntimeError, EOFError, zipfile.BadZipFile) as e:
         raise CorruptFileError(f"{name}: cannot read this file ({e}). Download it again.") from e
 

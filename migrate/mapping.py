@@ -45,18 +45,18 @@ SD35_SHIFT = 3.0  # the flow shift of SD3.5 Large (ComfyUI's SD3 model config) w
 WEIGHT_TYPES = ("linear", "ease in", "ease out", "ease in-out", "reverse in-out", "weak input", "weak output",
                 "weak middle", "strong middle", "style transfer", "composition", "strong style transfer",
                 "style and composition", "style transfer precise", "composition precise")
-COMBINE = ("concat", "add", "subtract", "average", "norm average", "separate")
+COMBINE = ("concat", "add", "subtract", "average", "norm average", "separate", "max", "min")
 SCALING = ("V only", "K+V", "K+V w/ C penalty", "K+mean(V) w/ C penalty")
 UNIFIED_PRESETS = ("LIGHT - SD1.5 only (low strength)", "STANDARD (medium strength)", "VIT-G (medium strength)",
                    "PLUS (high strength)", "PLUS FACE (portraits)", "FULL FACE - SD1.5 only (portraits stronger)",
                    "COMPOSITION (SD1.5 / SDXL)", "KOLORS PLUS (Kolors only)")
 FACEID_PRESETS = ("FACEID", "FACEID PLUS - SD1.5 only", "FACEID PLUS V2", "FACEID PORTRAIT (style transfer)",
                   "FACEID PORTRAIT UNNORM - SDXL only (strong)")
-PROVIDERS = ("CPU", "CUDA", "ROCm", "CoreML")  # all this pack knows; the server lists those onnxruntime offers
+PROVIDERS = ("CPU", "CUDA", "ROCm", "CoreML", "DirectML", "OpenVINO")  # the server lists those onnxruntime offers
 LORA_SOURCES = ("auto (file in models/loras, else embedded)", "file in models/loras", "embedded in the adapter", "none")
 PLUS_VERSIONS = ("v2 (shortcut)", "v1")
 EMBEDDINGS = ("normalized", "unnormalized (portrait unnorm)")
-INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "area", "lanczos (antialiased bicubic)")
+INTERPOLATIONS = ("bicubic", "bilinear", "nearest", "area", "lanczos (antialiased bicubic)", "lanczos")
 CROP_POSITIONS = ("center", "top", "bottom", "left", "right", "pad")
 NOISE_TYPES = ("fade", "dissolve", "gaussian", "shuffle")
 TILE_MODES = ("tiles with masks", "enhance whole image")
@@ -128,7 +128,8 @@ TARGETS = {
     "IPAKitApply": node(
         "IPAdapter Kit: Apply",
         [sock("model", "MODEL"), sock("ipadapter", IPADAPTER), sock("image", "IMAGE"), weight(),
-         combo("weight_type", WEIGHT_TYPES), *schedule(), sock("clip_vision", "CLIP_VISION", True)],
+         combo("weight_type", WEIGHT_TYPES), *schedule(), sock("clip_vision", "CLIP_VISION", True),
+         sock("attn_mask", "MASK", True)],
         [("MODEL", "MODEL")]),
     "IPAKitApplyAdvanced": node(
         "IPAdapter Kit: Apply (advanced)",
@@ -137,7 +138,8 @@ TARGETS = {
          text("reference_weights", optional=True), text("block_weights", optional=True, multiline=True),
          flag("unfold_batch", optional=True), sock("image", "IMAGE", True), sock("embeds", EMBEDS, True),
          sock("image_negative", "IMAGE", True), sock("attn_mask", "MASK", True),
-         sock("clip_vision", "CLIP_VISION", True), sock("frame_weights", "IPADAPTER_KIT_FRAME_WEIGHTS", True)],
+         sock("clip_vision", "CLIP_VISION", True), sock("frame_weights", "IPADAPTER_KIT_FRAME_WEIGHTS", True),
+         num("encode_batch_size", "INT", 0, 0, 4096, optional=True)],
         [("MODEL", "MODEL")]),
     "IPAKitInsightFaceLoader": node(
         "IPAdapter Kit: Load InsightFace",
@@ -179,7 +181,8 @@ TARGETS = {
     "IPAKitNoiseImage": node(
         "IPAdapter Kit: Noise Negative",
         [combo("type", NOISE_TYPES), num("strength", "FLOAT", 0.5, 0.0, 1.0),
-         num("seed", "INT", 0, 0, 2**31 - 1, control=True), sock("image", "IMAGE", True)],
+         num("seed", "INT", 0, 0, 2**31 - 1, control=True), sock("image", "IMAGE", True),
+         num("blur", "INT", 0, 0, 32, optional=True)],
         [("IMAGE", "IMAGE")]),
     "IPAKitStyleComposition": node(
         "IPAdapter Kit: Style & Composition",

@@ -3,6 +3,7 @@ import logging
 
 from comfy_api.latest import ComfyExtension
 
+from . import checks
 from . import (apply, clip_vision, composite, embeds_nodes, faceid, faces, image_nodes, instantid, loaders, presets,
                pulid, replacements, weights_nodes)
 
@@ -15,6 +16,7 @@ NODES = [loaders.ModelLoader, presets.UnifiedLoader, clip_vision.CLIPVisionLoade
          composite.RegionalConditioning, composite.CombineParams, composite.ApplyRegions,
          weights_nodes.BlockWeights, weights_nodes.FrameWeights, *instantid.NODES,
          *pulid.NODES, *weights_nodes.NODES]
+NODES = checks.guard_all(NODES)  # every FLOAT input finite, widget or link
 
 
 class IPAdapterKitExtension(ComfyExtension):

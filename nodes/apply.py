@@ -44,8 +44,10 @@ def masked(image, mask):
     return image[..., :3] * mask.squeeze(1).unsqueeze(-1)
 
 
-def encode_pair(adapter, image, clip_vision, image_negative=None):
-    """(cond, uncond) encoder outputs for reference images and an optional negative image."""
+def encode_pair(adapter, image, clip_vision, image_negative=None, batch_size=None):
+    """(cond, uncond) encoder outputs for reference images and an optional negative image.
+
+    batch_size: images per encoder call (0: all at once; None: clip_encode's default)."""
     spec = adapter.spec
     if spec.kind == "pulid":
         raise InvalidInputError(f"{adapter.name} is PuLID's adapter: it reads a face's ArcFace embedding and EVA-CLIP "
@@ -57,10 +59,10 @@ def encode_pair(adapter, image, clip_vision, image_negative=None):
         raise InvalidInputError(f"{adapter.name} is a FaceID adapter: it takes InsightFace embeddings, not CLIP "
                                 "images. Use the FaceID nodes.")
     clip_vision = resolve_clip_vision(adapter, clip_vision)
-    cond = clip_encode.encode(clip_vision, image, spec.clip_output, "image")
+    cond = clip_encode.encode(clip_vision, image, spec.clip_output, "image", batch_size)
     check_encoder(spec, cond, adapter.name)
     if image_negative is not None:
-        uncond = clip_encode.encode(clip_vision, image_negative, spec.clip_output, "image_negative")
+        uncond = clip_encode.encode(clip_vision, image_negative, spec.clip_output, "image_negative", batch_size)
         uncond = uncond[:1].expand(cond.shape[0], *uncond.shape[1:]) if uncond.shape[0] != cond.shape[0] else uncond
     elif spec.step_tokens:  # InstantX SD3.5 (and diffusers) use zero hidden states as the negative
         uncond = torch.zeros_like(cond)
@@ -85,15 +87,21 @@ class Apply(io.ComfyNode):
                 *weight_inputs(),
                 io.ClipVision.Input("clip_vision", optional=True,
                                     tooltip="CLIP vision model; optional when the unified loader supplied one."),
+                io.Mask.Input("attn_mask", optional=True,
+                              tooltip="Where the image prompt acts (1 = full strength, 0 = none); resized to every "
+                                      "attention resolution."),
             ],
             outputs=[io.Model.Output()],
         )
 
     @classmethod
-    def execute(cls, model, ipadapter, image, weight, weight_type, start_at, end_at, clip_vision=None):
+    def execute(cls, model, ipadapter, image, weight, weight_type, start_at, end_at, clip_vision=None,
+                attn_mask=None):
+        patching.check_model(model, ipadapter)  # the family first: an adapter of another family has another encoder
         cond, uncond = encode_pair(ipadapter, image, clip_vision)
         return io.NodeOutput(patching.apply_embeds(model, ipadapter, cond, uncond, weight=weight,
-                                                   weight_type=weight_type, start_at=start_at, end_at=end_at))
+                                                   weight_type=weight_type, start_at=start_at, end_at=end_at,
+                                                   attn_mask=attn_mask))
 
 
 class ApplyAdvanced(io.ComfyNode):
@@ -115,8 +123,8 @@ class ApplyAdvanced(io.ComfyNode):
                                        "'precise' weight types."),
                 io.Combo.Input("combine_embeds", options=list(COMBINE_EMBEDS), default="concat",
                                tooltip="How several references combine: concat/add/subtract/average/norm average "
-                                       "as in IPAdapter_plus, or separate: one attention per reference, each with "
-                                       "its own weight and mask."),
+                                       "as in IPAdapter_plus, max/min (element-wise), or separate: one attention "
+                                       "per reference, each with its own weight and mask."),
                 io.Combo.Input("embeds_scaling", options=list(EMBEDS_SCALING), default="V only",
                                tooltip="Where the weight is applied: V only (classic), K+V, and variants scaled "
                                        "by layer width."),
@@ -142,6 +150,9 @@ class ApplyAdvanced(io.ComfyNode):
                                     tooltip="CLIP vision model; optional when the unified loader supplied one."),
                 FrameWeights.Input("frame_weights", optional=True,
                                    tooltip="Animation: one weight per latent of the batch, from Frame Weights."),
+                io.Int.Input("encode_batch_size", default=0, min=0, max=4096, optional=True,
+                             tooltip="Reference images per CLIP vision call (0 = all at once); lower it when "
+                                     "encoding many images runs out of memory. The result is the same."),
             ],
             outputs=[io.Model.Output()],
         )
@@ -149,11 +160,12 @@ class ApplyAdvanced(io.ComfyNode):
     @classmethod
     def execute(cls, model, ipadapter, weight, weight_type, start_at, end_at, weight_composition, combine_embeds,
                 embeds_scaling, reference_weights="", block_weights="", unfold_batch=False, image=None, embeds=None,
-                image_negative=None, attn_mask=None, clip_vision=None, frame_weights=None):
+                image_negative=None, attn_mask=None, clip_vision=None, frame_weights=None, encode_batch_size=0):
+        patching.check_model(model, ipadapter)  # the family first: an adapter of another family has another encoder
         if embeds is not None:
             cond, uncond = embeds.cond, embeds.uncond
         elif image is not None:
-            cond, uncond = encode_pair(ipadapter, image, clip_vision, image_negative)
+            cond, uncond = encode_pair(ipadapter, image, clip_vision, image_negative, encode_batch_size)
         else:
             raise InvalidInputError("connect reference images to 'image' or pre-encoded references to 'embeds'.")
         return io.NodeOutput(patching.apply_embeds(

@@ -40,14 +40,22 @@ def _output(clip_vision, batch, output):
     return encoded[output].to(torch.float32)
 
 
-def encode(clip_vision, image, output, what="image"):
-    """The chosen CLIP-vision output for each image: image_embeds / pooled (B, E) or hidden states (B, T, W)."""
+def encode(clip_vision, image, output, what="image", batch_size=None):
+    """The chosen CLIP-vision output for each image: image_embeds / pooled (B, E) or hidden states (B, T, W).
+
+    Encodes batch_size images per call (0: all at once; None: ENCODE_BATCH); each image's output is the same."""
     check_images(image, what)
     image = to_rgb(image)
+    if batch_size is None:
+        batch_size = ENCODE_BATCH
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 0:
+        raise InvalidInputError(f"encode_batch_size: got {batch_size!r}; expected a whole number >= 0 "
+                                "(0 encodes all images at once).")
+    batch_size = batch_size or image.shape[0]
     chunks = []
     bar = comfy.utils.ProgressBar(image.shape[0])
-    for start in range(0, image.shape[0], ENCODE_BATCH):
-        batch = image[start:start + ENCODE_BATCH]
+    for start in range(0, image.shape[0], batch_size):
+        batch = image[start:start + batch_size]
         chunks.append(_output(clip_vision, batch, output))
         bar.update(batch.shape[0])
     return torch.cat(chunks).to(comfy.model_management.intermediate_device())

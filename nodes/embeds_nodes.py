@@ -30,7 +30,8 @@ class CombineEmbeds(io.ComfyNode):
                 Embeds.Input("embed1", tooltip="First encoded references."),
                 io.Combo.Input("method", options=list(COMBINE_EMBEDS), default="concat",
                                tooltip="concat/separate keep every reference; add, subtract (first minus the mean of "
-                                       "the rest), average and norm average merge them into one."),
+                                       "the rest), average, norm average, max and min (element-wise) merge them "
+                                       "into one."),
                 *[Embeds.Input(f"embed{i}", optional=True, tooltip=f"Encoded references {i} (optional).")
                   for i in range(2, 6)],
             ],

@@ -18,7 +18,8 @@ from .types import InsightFace
 
 CATEGORY = "ipadapter_kit/faceid"
 PROVIDERS = {"CPU": "CPUExecutionProvider", "CUDA": "CUDAExecutionProvider", "ROCm": "ROCMExecutionProvider",
-             "CoreML": "CoreMLExecutionProvider"}
+             "CoreML": "CoreMLExecutionProvider", "DirectML": "DmlExecutionProvider",
+             "OpenVINO": "OpenVINOExecutionProvider"}
 MODULES = ("detection", "recognition")
 # Known packs: detector, recognizer (both required), then the files the full pack also ships.
 PACK_FILES = {

@@ -1,8 +1,7 @@
 """Loader nodes."""
-import folder_paths
 from comfy_api.latest import io
 
-from . import model_cache
+from . import model_cache, paths
 from .types import IPAdapter
 
 CATEGORY = "ipadapter_kit"
@@ -17,7 +16,7 @@ class ModelLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads an IP-Adapter file from models/ipadapter. The kind (base, light, plus, full-face, "
                         "FaceID...) is read from the weights; one copy is kept however many nodes use it.",
-            inputs=[io.Combo.Input("ipadapter_file", options=folder_paths.get_filename_list("ipadapter"),
+            inputs=[io.Combo.Input("ipadapter_file", options=paths.weight_files("ipadapter"),
                                    tooltip="An IP-Adapter release (.safetensors or .bin) in models/ipadapter.")],
             outputs=[IPAdapter.Output(display_name="IPADAPTER")],
         )

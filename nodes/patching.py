@@ -83,7 +83,7 @@ def prepare_masks(attn_mask, count, what="attn_mask", hint=SEPARATE_HINT):
     if mask.shape[0] == 1:
         return mask.expand(count, -1, -1).float()
     if mask.shape[0] != count:
-        raise InvalidInputError(f"{what}: {mask.shape[0]} masks for {count} references. {hint}")
+        raise InvalidInputError(f"{what}: {mask.shape[0]} masks for {count} reference{'s' * (count != 1)}. {hint}")
     return mask.float()
 
 

@@ -78,7 +78,7 @@ def test_mask_count_must_match_references(sd15):
     adapter, cond, uncond = encode("ip-adapter_sd15.safetensors", image(batch=2))
     with pytest.raises(InvalidInputError, match="3 masks for 2 references"):
         patching.apply_embeds(sd15[0], adapter, cond, uncond, combine="separate", attn_mask=torch.ones(3, 8, 8))
-    with pytest.raises(InvalidInputError, match="2 masks for 1 references"):
+    with pytest.raises(InvalidInputError, match="2 masks for 1 reference\\. "):
         patching.apply_embeds(sd15[0], adapter, cond, uncond, combine="concat", attn_mask=torch.ones(2, 8, 8))
 
 
@@ -128,3 +128,36 @@ def test_error_reaches_the_user_and_the_server_keeps_working(comfy_server):
     assert error["node_type"] == "IPAKitApply"
     entry = comfy_server.run(_ipadapter_prompt("ip-adapter_sd15.safetensors"))
     assert entry["status"]["status_str"] == "success"
+
+
+@pytest.mark.parametrize("node", ["Apply", "ApplyAdvanced"])
+def test_adapter_of_another_family_reports_the_family_before_the_encoder(sd15, node):
+    """Kolors' adapter wants ViT-L/336 on SDXL: on SD1.5 with ViT-H the family is what to fix first."""
+    adapter = model_cache.load_adapter("Kolors-IP-Adapter-Plus.bin")
+    clip_vision = presets.load_clip_vision(CLIP_H)
+    with pytest.raises(IncompatibleModelError, match=r"SDXL adapter .* model is SD1\.5"):
+        if node == "Apply":
+            apply.Apply.execute(sd15[0], adapter, image(), 1.0, "linear", 0.0, 1.0, clip_vision=clip_vision)
+        else:
+            apply.ApplyAdvanced.execute(sd15[0], adapter, 1.0, "linear", 0.0, 1.0, 1.0, "concat", "V only",
+                                        image=image(), clip_vision=clip_vision)
+
+
+def test_refused_pickle_names_the_object_in_plain_text(tmp_path):
+    import os
+
+    from ipadapter_kit.ipadapter_core.errors import UnsafeFileError
+    from ipadapter_kit.ipadapter_core.loading import read_state_dict
+
+    class Payload:
+        def __reduce__(self):
+            return os.getcwd, ()
+
+    path = tmp_path / "payload.bin"
+    torch.save({"weight": torch.zeros(2), "config": Payload()}, path)
+    with pytest.raises(UnsafeFileError) as caught:
+        read_state_dict(str(path))
+    message = str(caught.value)
+    assert f"the Python object {os.getcwd.__module__}.getcwd besides tensors" in message, message
+    assert message.endswith("Use the .safetensors release of this model.")
+    assert all(ch.isprintable() for ch in message) and "weights_only" not in message, message

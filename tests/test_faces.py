@@ -289,11 +289,35 @@ def test_onnxruntime_missing_leaves_cpu_only_and_the_install_error(world_paths, 
         faces.load_analyzer("buffalo_l", "CPU", 640)
 
 
+def onnxruntime_offers():
+    """The provider names the installed onnxruntime lists (empty without onnxruntime)."""
+    try:
+        import onnxruntime
+    except Exception:
+        return []
+    return onnxruntime.get_available_providers()
+
+
+def test_providers_offered_are_those_onnxruntime_lists(monkeypatch):
+    onnxruntime = pytest.importorskip("onnxruntime")
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: [
+        "TensorrtExecutionProvider", "OpenVINOExecutionProvider", "DmlExecutionProvider", "CPUExecutionProvider"])
+    assert faces.available_providers() == ["CPU", "DirectML", "OpenVINO"]
+    monkeypatch.setattr(onnxruntime, "get_available_providers", lambda: ["CUDAExecutionProvider",
+                                                                         "ROCMExecutionProvider"])
+    assert faces.available_providers() == ["CPU", "CUDA", "ROCm"]
+    assert faces.provider_list("ROCm") == ["ROCMExecutionProvider", "CPUExecutionProvider"]
+
+
 @needs_insightface
 def test_providers_on_this_machine_and_bad_settings(world_paths):
-    assert faces.available_providers() == ["CPU"]
-    with pytest.raises(InvalidInputError, match=r"'CUDA' is not offered.*\['CPU'\]"):
-        faces.load_analyzer("buffalo_l", "CUDA", 640)
+    offered = faces.available_providers()
+    assert offered[0] == "CPU" and {faces.PROVIDERS[name] for name in offered[1:]} <= set(onnxruntime_offers())
+    assert all(name in offered for name, ort in faces.PROVIDERS.items() if ort in onnxruntime_offers())
+    missing = [name for name in faces.PROVIDERS if name not in offered]
+    if missing:
+        with pytest.raises(InvalidInputError, match=rf"'{missing[0]}' is not offered.*\['CPU'"):
+            faces.load_analyzer("buffalo_l", missing[0], 640)
     with pytest.raises(InvalidInputError, match="multiple of 32"):
         faces.load_analyzer("buffalo_l", "CPU", 650)
 
@@ -303,7 +327,7 @@ def test_loader_schema_lists_found_packs_or_the_usual_ones(world_paths, insightf
     assert schema.node_id == "IPAKitInsightFaceLoader" and schema.category == "ipadapter_kit/faceid"
     options = {item.id: item for item in schema.inputs}
     assert {"buffalo_l", "antelopev2"} <= set(options["pack"].options)
-    assert options["provider"].options == ["CPU"]
+    assert options["provider"].options == faces.available_providers() and options["provider"].default == "CPU"
     assert (options["det_size"].default, options["det_size"].min, options["det_size"].max) == (640, 160, 1280)
     insightface_dirs(tmp_path)
     assert faces.pack_names() == ["buffalo_l", "antelopev2"]

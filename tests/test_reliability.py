@@ -350,7 +350,8 @@ def test_the_payload_is_real(bad_world, tmp_path):
 
 
 @pytest.mark.parametrize("filename, exception, words", [
-    ("zz_payload.bin", "UnsafeFileError", ["refused", "could run code", "Use the .safetensors release"]),
+    ("zz_payload.bin", "UnsafeFileError", ["refused", f"the Python object {os.system.__module__}.system besides "
+                                           "tensors", "could run code", "Use the .safetensors release"]),
     ("zz_payload_legacy.bin", "CorruptFileError", ["not a PyTorch zip archive", "convert it to .safetensors"]),
     ("zz_payload_pickle.pt", "CorruptFileError", ["not a PyTorch zip archive", "convert it to .safetensors"]),
 ])
@@ -360,6 +361,7 @@ def test_pickle_payload_is_refused_and_never_runs(server, bad_world, filename, e
     assert error["exception_type"].endswith(exception) and error["node_type"] == "IPAKitModelLoader"
     for word in [filename, *words]:
         assert word in error["exception_message"], error["exception_message"]
+    assert error["exception_message"].rstrip("\n").isprintable(), "control codes or line breaks in the message"
     assert not marker.exists(), "the payload ran inside the server"
     assert server.process.poll() is None
     assert run_image(server, adapter_prompt("ip-adapter_sd15_light_v11.bin")).std() > 1.0
@@ -404,6 +406,9 @@ CASES = {
                                                    "separate"),
                            "InvalidInputError", "IPAKitApplyAdvanced",
                            ["3 masks for 2 references", "one per reference image"]),
+    "mask_count_for_one_reference": (lambda: advanced_prompt(mask_batch(2), ("reference_a.png", "reference_b.png")),
+                                     lambda: advanced_prompt(mask_batch(1), ("reference_a.png", "reference_b.png")),
+                                     "InvalidInputError", "IPAKitApplyAdvanced", ["2 masks for 1 reference. "]),
     "nan_embeds_file": (lambda: embeds_prompt("zz_nan_embeds.safetensors"),
                         lambda: embeds_prompt("zz_good_embeds.safetensors"), "InvalidInputError", "IPAKitLoadEmbeds",
                         ["zz_nan_embeds.safetensors", "NaN or infinite"]),
