@@ -110,6 +110,10 @@ def node(title, inputs, outputs):
 TARGETS = {
     "IPAKitModelLoader": node("IPAdapter Kit: Load IP-Adapter", [combo("ipadapter_file", (), dynamic=True)],
                               [("IPADAPTER", IPADAPTER)]),
+    "CLIPVisionEncode": node("CLIP Vision Encode",  # core
+                             [sock("clip_vision", "CLIP_VISION"), sock("image", "IMAGE"),
+                              combo("crop", ("center", "none"))],
+                             [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
     "IPAKitCLIPVisionLoader": node("IPAdapter Kit: Load CLIP Vision", [combo("clip_name", (), dynamic=True)],
                                    [("CLIP_VISION", "CLIP_VISION")]),
     "CLIPVisionLoader": node("Load CLIP Vision", [combo("clip_name", (), dynamic=True)],  # core
@@ -301,6 +305,28 @@ def retired_layout(kind, input_names):
     return None
 
 
+def _fits(layout, values):
+    """Whether saved widget values fit a layout: as many, and each of the kind its widget holds."""
+    if len(layout) != len(values):
+        return False
+    for name, value in zip(layout, values):
+        kind = WIDGET_KINDS.get(name)
+        if value is None or kind is None:
+            continue
+        if kind == "flag" and not isinstance(value, bool):
+            return False
+        if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return False
+        if kind == "text" and not isinstance(value, str):
+            return False
+    return True
+
+
+def pick_layout(kind, values):
+    """The layout (widget names) saved values of a node type were written with, or None when none fits."""
+    return next((layout for layout in widget_layouts(kind) if _fits(layout, values)), None)
+
+
 def widget_layouts(kind):
     """The widget layouts a node type may have been saved with, current first (core nodes: CORE_WIDGETS)."""
     if kind in SOURCES:
@@ -317,32 +343,99 @@ _SC_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image_style", "
 _EMBEDS_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS"),
                    ("attn_mask", "MASK"), ("clip_vision", "CLIP_VISION")]
 _MODEL = [("MODEL", "MODEL")]
+# Their v2 apply nodes of 643cb81 (2024-03-23) until ece285d (2024-03-25) added embeds_scaling.
+_BEFORE_SCALING = {
+    "IPAdapterAdvanced": ["weight", "weight_type", "combine_embeds", "start_at", "end_at"],
+    "IPAdapterFaceID": ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at"],
+    "IPAdapterTiled": ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening"],
+}
+# IPAdapter_plus v1 (IPAdapterPlus.py from 414486b, 2023-09-03, until the v2 rewrite 643cb81, 2024-03-23): layouts
+# oldest first. Its weight_type (original / linear / channel penalty) is what embeds_scaling is in v2 and here.
+V1_APPLY_LAYOUTS = (["weight"],  # clip_vision_output era (414486b..1cbe9c8); a hidden noise 3497984..1cbe9c8
+                    ["weight", "noise"],  # 1cbe9c8 (2023-09-15)
+                    ["weight", "noise", "weight_type"],  # d723aeb (2023-11-07)
+                    ["weight", "noise", "weight_type", "start_at", "end_at"])  # 1ed4f93 (2023-11-26)
+V1_ENCODER_LAYOUTS = (["plus", "noise"],  # 93d973a (2023-09-29): one image
+                      # b07f982 (2023-10-12) to 643cb81: up to four images, each with a weight
+                      ["ipadapter_plus", "noise", "weight_1", "weight_2", "weight_3", "weight_4"])
+_V1_APPLY_SOCKETS = [("ipadapter", "IPADAPTER"), ("clip_vision", "CLIP_VISION"), ("image", "IMAGE"),
+                     ("model", "MODEL"), ("attn_mask", "MASK"), ("insightface", "INSIGHTFACE"),
+                     ("clip_vision_output", "CLIP_VISION_OUTPUT"), ("mask", "MASK")]
+V1_SOURCES = {
+    "IPAdapterApply": theirs("Apply IPAdapter", _V1_APPLY_SOCKETS,
+                             ["weight", "noise", "weight_type", "start_at", "end_at", "unfold_batch"], _MODEL,
+                             older=V1_APPLY_LAYOUTS),
+    "IPAdapterApplyFaceID": theirs("Apply IPAdapter FaceID", _V1_APPLY_SOCKETS,
+                                   ["weight", "noise", "weight_type", "start_at", "end_at", "faceid_v2", "weight_v2",
+                                    "unfold_batch"], _MODEL),
+    "IPAdapterApplyEncoded": theirs("Apply IPAdapter from Encoded",
+                                    [("ipadapter", "IPADAPTER"), ("embeds", "EMBEDS"), ("model", "MODEL"),
+                                     ("attn_mask", "MASK")],
+                                    ["weight", "weight_type", "start_at", "end_at", "unfold_batch"], _MODEL,
+                                    older=[["weight"], ["weight", "weight_type"],
+                                           ["weight", "weight_type", "start_at", "end_at"]]),
+    "IPAdapterTilesMasked": theirs("Masked Tiles IPAdapter", _V1_APPLY_SOCKETS,
+                                   ["weight", "noise", "weight_type", "start_at", "end_at", "short_side_tiles",
+                                    "tile_weight"], _MODEL),
+    "IPAdapterCLIPVisionEncode": theirs("IPAdapter CLIP Vision Encode",
+                                        [("clip_vision", "CLIP_VISION"), ("image", "IMAGE")], [],
+                                        [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
+    "IPAdapterBatchEmbeds": theirs("Batch Embeds", [("embed1", "EMBEDS"), ("embed2", "EMBEDS")], [],
+                                   [("EMBEDS", "EMBEDS")]),
+    "InsightFaceLoader": theirs("Load InsightFace", [], ["provider"], [("INSIGHTFACE", "INSIGHTFACE")]),
+    "PrepImageForInsightFace": theirs("Prepare Image For InsightFace", [("image", "IMAGE")],
+                                      ["crop_position", "sharpening", "pad_around"], [("IMAGE", "IMAGE")]),
+}
+# The kind of value each of their widgets holds (a layout is only read when the saved values fit it).
+WIDGET_KINDS = {
+    **dict.fromkeys(("weight", "noise", "start_at", "end_at", "weight_v2", "weight_faceidv2", "sharpening",
+                     "tile_weight", "weight_1", "weight_2", "weight_3", "weight_4", "weight_style",
+                     "weight_composition", "enhance_ratio", "lora_strength", "style_boost", "composition_boost",
+                     "image_weight", "prompt_weight", "strength"), "number"),
+    **dict.fromkeys(("short_side_tiles", "encode_batch_size", "enhance_tiles", "blur", "frames", "start_frame",
+                     "end_frame", "add_starting_frames", "add_ending_frames"), "number"),
+    **dict.fromkeys(("weight_type", "combine_embeds", "embeds_scaling", "interpolation", "crop_position", "preset",
+                     "provider", "model_name", "method", "timing", "layer_weights", "type"), "text"),
+    **dict.fromkeys(("unfold_batch", "faceid_v2", "plus", "ipadapter_plus", "pad_around", "add_weight",
+                     "expand_style"), "flag"),
+}
 _LOADER_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER")]
 
 SOURCES = {
     "IPAdapter": theirs("IPAdapter", [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image", "IMAGE"),
                                       ("attn_mask", "MASK")],
-                        ["weight", "start_at", "end_at", "weight_type"], _MODEL),
+                        ["weight", "start_at", "end_at", "weight_type"], _MODEL,
+                        older=[["weight", "start_at", "end_at"]]),  # before 53a06f1 (2024-03-29)
     "IPAdapterAdvanced": theirs("IPAdapter Advanced", _APPLY_SOCKETS,
                                 ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "embeds_scaling"],
-                                _MODEL),
+                                _MODEL, older=[_BEFORE_SCALING["IPAdapterAdvanced"]]),
     "IPAdapterBatch": theirs("IPAdapter Batch (Adv.)", _APPLY_SOCKETS,
                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling", "encode_batch_size"],
-                             _MODEL),
+                             _MODEL, older=[["weight", "weight_type", "start_at", "end_at", "embeds_scaling"],
+                                            ["weight", "weight_type", "start_at", "end_at"]]),
     "IPAdapterFaceID": theirs("IPAdapter FaceID", _FACE_SOCKETS,
                               ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at",
-                               "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
+                               "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")],
+                              older=[_BEFORE_SCALING["IPAdapterFaceID"],
+                                     # b334a5c to 1f38315 (April 2024): the Mad Scientist's layer_weights lived here
+                                     ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at",
+                                      "end_at", "embeds_scaling", "layer_weights"]]),
     "IPAAdapterFaceIDBatch": theirs("IPAdapter FaceID Batch", _FACE_SOCKETS,
                                     ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at",
                                      "end_at", "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
     "IPAdapterTiled": theirs("IPAdapter Tiled", _APPLY_SOCKETS,
                              ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening",
-                              "embeds_scaling"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+                              "embeds_scaling"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")],
+                             older=[_BEFORE_SCALING["IPAdapterTiled"]]),
     "IPAdapterTiledBatch": theirs("IPAdapter Tiled Batch", _APPLY_SOCKETS,
                                   ["weight", "weight_type", "start_at", "end_at", "sharpening", "embeds_scaling",
-                                   "encode_batch_size"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+                                   "encode_batch_size"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")],
+                                  older=[["weight", "weight_type", "start_at", "end_at", "sharpening",
+                                          "embeds_scaling"],
+                                         ["weight", "weight_type", "start_at", "end_at", "sharpening"]]),
     "IPAdapterEmbeds": theirs("IPAdapter Embeds", _EMBEDS_SOCKETS,
-                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL),
+                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL,
+                              older=[["weight", "weight_type", "start_at", "end_at"]]),
     "IPAdapterEmbedsBatch": theirs("IPAdapter Embeds Batch", _EMBEDS_SOCKETS,
                                    ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL),
     "IPAdapterStyleComposition": theirs("IPAdapter Style & Composition SDXL", _SC_SOCKETS,
@@ -385,18 +478,21 @@ SOURCES = {
                                               [("model", "MODEL"), ("ipadapter", "IPADAPTER")]),
     "IPAdapterModelLoader": theirs("IPAdapter Model Loader", [], ["ipadapter_file"], [("IPADAPTER", "IPADAPTER")]),
     "IPAdapterInsightFaceLoader": theirs("IPAdapter InsightFace Loader", [], ["provider", "model_name"],
-                                         [("INSIGHTFACE", "INSIGHTFACE")]),
+                                         [("INSIGHTFACE", "INSIGHTFACE")],
+                                         older=[["provider"]]),  # before ce9b621 (2024-08-02): buffalo_l
     "IPAdapterEncoder": theirs("IPAdapter Encoder",
                                [("ipadapter", "IPADAPTER"), ("image", "IMAGE"), ("mask", "MASK"),
-                                ("clip_vision", "CLIP_VISION")], ["weight"],
-                               [("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS")]),
+                                ("clip_vision", "CLIP_VISION"), *[(f"image_{i}", "IMAGE") for i in range(1, 5)]],
+                               ["weight"], [("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS")],
+                               older=V1_ENCODER_LAYOUTS),
     "IPAdapterCombineEmbeds": theirs("IPAdapter Combine Embeds",
                                      [(f"embed{i}", "EMBEDS") for i in range(1, 6)], ["method"],
                                      [("EMBEDS", "EMBEDS")]),
     "IPAdapterNoise": theirs("IPAdapter Noise", [("image_optional", "IMAGE")], ["type", "strength", "blur"],
                              [("IMAGE", "IMAGE")]),
     "PrepImageForClipVision": theirs("Prep Image For ClipVision", [("image", "IMAGE")],
-                                     ["interpolation", "crop_position", "sharpening"], [("IMAGE", "IMAGE")]),
+                                     ["interpolation", "crop_position", "sharpening"], [("IMAGE", "IMAGE")],
+                                     older=[["interpolation", "crop_position", "sharpening", "add_weight"]]),
     "IPAdapterSaveEmbeds": theirs("IPAdapter Save Embeds", [("embeds", "EMBEDS")], ["filename_prefix"], []),
     "IPAdapterLoadEmbeds": theirs("IPAdapter Load Embeds", [], ["embeds"], [("EMBEDS", "EMBEDS")]),
     "IPAdapterRegionalConditioning": theirs(
@@ -412,8 +508,10 @@ SOURCES = {
         ["weights", "timing", "frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames",
          "method"],
         [("weights", "FLOAT"), ("weights_invert", "FLOAT"), ("total_frames", "INT"), ("image_1", "IMAGE"),
-         ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")]),
+         ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")],
+        older=[["weights", "timing", "frames", "start_frame", "end_frame"]]),  # b5ee09e (2024-04-12) to 57e1caf
 }
+SOURCES.update(V1_SOURCES)
 
 # The Flux IP-Adapter packs. Their loaders load adapter and image encoder in one node; here those are two nodes.
 _XLABS_APPLY = [("model", "MODEL"), ("ip_adapter_flux", "IP_ADAPTER_FLUX"), ("image", "IMAGE")]
@@ -556,16 +654,6 @@ NOT_MAPPED = {
     "IPAdapterCombineWeights": "rebuild the schedule with IPAdapter Kit: Frame Weights (frame_weights input)",
     "IPAdapterPromptScheduleFromWeightsStrategy": "prompt schedules are not part of this pack; use IPAdapter Kit: "
                                                   "Frame Weights for the image-prompt side",
-    # IPAdapter_plus v1 (before its v2 rewrite): IPAdapter_plus itself no longer loads these.
-    "IPAdapterApply": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply (advanced)",
-    "IPAdapterApplyFaceID": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
-                            "FaceID",
-    "IPAdapterApplyEncoded": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
-                             "(advanced) and its embeds input",
-    "IPAdapterBatchEmbeds": "an IPAdapter_plus v1 node (replaced in its v2): use IPAdapter Kit: Combine Embeds",
-    "InsightFaceLoader": "an IPAdapter_plus v1 node (replaced in its v2): use IPAdapter Kit: Load InsightFace",
-    "PrepImageForInsightFace": "an IPAdapter_plus v1 node (replaced in its v2): IPAdapter Kit: Apply FaceID crops "
-                               "faces itself",
 }
 # The extra nodes of lldacing's ComfyUI_PuLID_Flux_ll (a fork of ComfyUI-PuLID-Flux; its four nodes convert).
 PULID_FLUX_NOT_MAPPED = {
@@ -594,11 +682,17 @@ def simple_weight_type(value):
     return "linear", None
 
 
+TRUE_LANCZOS = "lanczos"  # PIL's Lanczos, once IPAdapter Kit: Prep Image offers it
 PLUS_INTERPOLATION = {"LANCZOS": "lanczos (antialiased bicubic)", "BICUBIC": "bicubic", "BILINEAR": "bilinear",
-                      "NEAREST": "nearest", "BOX": "area"}
+                      "NEAREST": "nearest", "BOX": "area",
+                      # their first PrepImageForClipVision (93d973a, September 2023) resized with torch's modes
+                      "bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "area": "area",
+                      "nearest-exact": "nearest", "lanczos": "lanczos (antialiased bicubic)"}
 
 
 def interpolation(value):
+    if value in ("LANCZOS", "lanczos") and TRUE_LANCZOS in INTERPOLATIONS:
+        return TRUE_LANCZOS, None
     if value in PLUS_INTERPOLATION:
         new = PLUS_INTERPOLATION[value]
         if value in ("BICUBIC", "BILINEAR"):
@@ -618,6 +712,19 @@ def provider(value):
             return new, (NOTE, f"provider {new}: only offered when the installed onnxruntime has it")
         return new, None
     return "CPU", (LOSSY, f"provider {value!r} is not offered by this pack; CPU is used")
+
+
+# IPAdapter_plus v1's weight_type is how the weight scales the attention, which its v2 (and this pack) call
+# embeds_scaling: 'original' scales the adapter's attention output (= its values, 'V only'), 'linear' its keys and
+# values ('K+V'), 'channel penalty' its keys and the mean of its values by weight * channels / 1280.
+V1_SCALING = {"original": "V only", "linear": "K+V", "channel penalty": "K+mean(V) w/ C penalty"}
+
+
+def v1_embeds_scaling(value):
+    if value in V1_SCALING:
+        return V1_SCALING[value], None
+    return "V only", (LOSSY, f"weight_type {value!r} is not one of IPAdapter_plus v1's {list(V1_SCALING)}; "
+                             "embeds_scaling 'V only' (their 'original') is used")
 
 
 def combine_method(value):
@@ -709,6 +816,8 @@ class Extra:
     widgets: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)
     what: str = "part of it"
+    fixed: dict = field(default_factory=dict)  # our widget -> value
+    links: dict = field(default_factory=dict)  # our input -> their inputs of the converted node (first linked feeds it)
 
 
 @dataclass
@@ -839,6 +948,55 @@ RULES = {
     "IPAdapterCombineParams": Rule("IPAKitCombineParams"),
     "IPAdapterFromParams": Rule("IPAKitApplyRegions"),
 }
+for _kind in ("IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterMS", "IPAdapterEmbeds", "IPAdapterEmbedsBatch"):
+    RULES[_kind].hooks += ("precise_weight",)
+RULES["IPAdapterInsightFaceLoader"].hooks += ("insightface_pack",)
+RULES["IPAdapterEncoder"].variants += (("v1_encoder", "IPAdapterEncoder@v1"),)
+RULES["PrepImageForClipVision"].drop["add_weight"] = (
+    (False,), "it batched the prepared image twice (two copies of the same reference); connect the image twice "
+              "through Image Batch to keep that")
+
+# IPAdapter_plus v1. Its `noise` made the negative reference a distorted copy of the reference (elastic transform of
+# strength noise * 3.5, flipped both ways, plus gaussian noise of 0.3 - 0.25 * noise), seeded 0: here an IPAdapter
+# Kit: Noise Negative node ('shuffle', strength = noise) of the same image feeds image_negative.
+V1_BUFFALO = "buffalo_l"  # the InsightFace pack v1 always loaded
+V1_NOISE_NEGATIVE = Extra("IPAKitNoiseImage", {"strength": "noise"}, fixed={"type": "shuffle"},
+                          links={"image": ("image", "image_1")}, what="its noise (a noisy negative reference)")
+V1_APPLY = {"rename": {"weight_type": "embeds_scaling", "mask": "attn_mask"},
+            "values": {"embeds_scaling": v1_embeds_scaling}, "fixed": {"weight_type": "linear"},
+            "adds": {"noise": V1_NOISE_NEGATIVE}}
+V1_FACEID_HOOKS = ("v1_insightface_socket", "faceid", "v1_faceid_version", "v1_clip_vision_output", "v1_noise", "unfold_batch")
+RULES.update({
+    "IPAdapterApply": Rule("IPAKitApplyAdvanced", hooks=("v1_clip_vision_output", "v1_noise", "unfold_batch"),
+                           variants=(FACEID_VARIANT,), **V1_APPLY),
+    "IPAdapterApply@faceid": Rule("IPAKitApplyFaceID", hooks=V1_FACEID_HOOKS, **V1_APPLY),
+    "IPAdapterApplyFaceID": Rule("IPAKitApplyFaceID", hooks=V1_FACEID_HOOKS,
+                                 **{**V1_APPLY, "rename": {**V1_APPLY["rename"], "weight_v2": "weight_faceidv2"}}),
+    "IPAdapterApplyEncoded": Rule("IPAKitApplyAdvanced", hooks=("unfold_batch",),
+                                  **{**V1_APPLY, "adds": {}}),
+    "IPAdapterTilesMasked": Rule(
+        "IPAKitApplyTiled", hooks=("v1_noise",),
+        drop={"short_side_tiles": ((), "their tiles were short_side_tiles 224-pixel squares across the short side "
+                                       "plus the whole image; here square tiles follow the long side (overlap 0.15)"),
+              "tile_weight": ((), "their tiles' masks had this weight (the whole image 1.0); here each tile acts "
+                                  "with the full weight on its part of the picture")},
+        **{**V1_APPLY, "fixed": {"weight_type": "linear", "mode": TILE_MODES[0]}}),
+    # Its output only fed their v1 apply nodes, which take the image and CLIP vision here (hook
+    # v1_clip_vision_output); it stays as ComfyUI's own CLIP Vision Encode (the same center crop).
+    "IPAdapterCLIPVisionEncode": Rule("CLIPVisionEncode", fixed={"crop": "center"}),
+    "IPAdapterBatchEmbeds": Rule("IPAKitCombineEmbeds", fixed={"method": "concat"}),
+    "InsightFaceLoader": Rule("IPAKitInsightFaceLoader", values={"provider": provider},
+                              fixed={"pack": V1_BUFFALO}),
+    "PrepImageForInsightFace": Rule(
+        "IPAKitPrepImage", hooks=("sharpening",), fixed={"size": 640},
+        values={"interpolation": interpolation},
+        drop={"pad_around": ((False,), "their 580-pixel image inside a 30-pixel white border (it helped InsightFace "
+                                       "find faces touching the edge) is a plain 640-pixel image here")}),
+    "IPAdapterEncoder@v1": Rule(
+        "IPAKitEncode", rename={"image_1": "image"}, hooks=("v1_encoder", "v1_noise"),
+        drop={name: ((ANY,), "the adapter here tells plus models apart itself") for name in ("plus", "ipadapter_plus")},
+        adds={"noise": V1_NOISE_NEGATIVE}),
+})
 
 # The Flux packs. Their adapter files stay where they are (this pack also searches models/xlabs/ipadapters and
 # models/ipadapter-flux); their encoder moves to a CLIP vision loader node of its own, linked to each apply node.
