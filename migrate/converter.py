@@ -258,14 +258,16 @@ FRAME_WEIGHTS = "frame_weights"
 
 
 def frame_weights_source(view, name):
-    """Whether input `name` is fed a per-frame FLOAT list (IPAdapter_plus's IPAdapterWeights and the like, or one of
-    this pack's frame-weight outputs)."""
+    """Whether input `name` is fed a weight per frame: an output of theirs that carries a FLOAT list
+    (mapping.PER_FRAME_OUTPUTS), or a frame-weights output of this pack."""
     src = view.source(name)
-    kind = view.graph.type_of(src[0]) if src else None
-    outputs = (SOURCES.get(kind) or {}).get("outputs") or (TARGETS.get(kind) or {}).get("outputs") or []
-    if not (isinstance(src[1] if src else None, int) and 0 <= src[1] < len(outputs)):
+    if src is None:
         return False
-    return outputs[src[1]][1] in ("FLOAT", "IPADAPTER_KIT_FRAME_WEIGHTS") and (kind in SOURCES or kind in TARGETS)
+    kind, slot = view.graph.type_of(src[0]), src[1]
+    if slot in mapping.PER_FRAME_OUTPUTS.get(kind, ()):
+        return True
+    outputs = (TARGETS.get(kind) or {}).get("outputs") or []
+    return isinstance(slot, int) and 0 <= slot < len(outputs) and outputs[slot][1] == mapping.FRAME_WEIGHTS_TYPE
 
 
 def retarget_frame_weights(view, plan, report, here, name):
@@ -516,6 +518,18 @@ def hook_insightface_pack(view, plan, report, here):
         plan.widgets["pack"] = mapping.V1_BUFFALO
 
 
+def hook_noise_blur(view, plan, report, here):
+    """Their noise node's blur: carried once Noise Negative has a blur input, else lossy unless 0."""
+    value = view.widgets.get("blur", 0)
+    spec = target_spec(plan.target, "blur")
+    if spec is not None and spec.get("widget"):
+        plan.widgets["blur"], problem = checked(spec, value)
+        if problem:
+            report.add(LOSSY, here, f"blur: {problem}")
+    elif value:
+        report.add(LOSSY, here, f"blur {value!r} dropped: blur the noise image with an image blur node instead")
+
+
 def hook_unfold_batch(view, plan, report, here):
     value = view.widgets.get("unfold_batch", False)
     spec = target_spec(plan.target, "unfold_batch")
@@ -624,7 +638,7 @@ HOOK_WIDGETS = {"xlabs_block_strengths": ("begin_strength", "end_strength", "smo
                 "instantx_weight_ramp": ("weight_start", "weight_end", "steps"),
                 "sd3_schedule": ("start_percent", "end_percent"),
                 "pulid_flux_fusion": mapping.PULID_FLUX_FUSION, "v1_noise": ("noise",),
-                "unfold_batch": ("unfold_batch",), "v1_faceid_version": ("faceid_v2",),
+                "unfold_batch": ("unfold_batch",), "noise_blur": ("blur",), "v1_faceid_version": ("faceid_v2",),
                 "v1_encoder": ("weight_1", "weight_2", "weight_3", "weight_4")}
 HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weight,
          "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening,
@@ -632,7 +646,7 @@ HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weigh
          "xlabs_block_strengths": hook_xlabs_block_strengths, "instantx_weight_ramp": hook_instantx_weight_ramp,
          "sd3_reference": hook_sd3_reference, "sd3_schedule": hook_sd3_schedule,
          "pulid_flux_fusion": hook_pulid_flux_fusion, "precise_weight": hook_precise_weight,
-         "insightface_pack": hook_insightface_pack, "unfold_batch": hook_unfold_batch,
+         "insightface_pack": hook_insightface_pack, "unfold_batch": hook_unfold_batch, "noise_blur": hook_noise_blur,
          "v1_faceid_version": hook_v1_faceid_version, "v1_insightface_socket": hook_v1_insightface_socket, "v1_noise": hook_v1_noise,
          "v1_clip_vision_output": hook_v1_clip_vision_output, "v1_encoder": hook_v1_encoder}
 

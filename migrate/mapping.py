@@ -112,7 +112,7 @@ TARGETS = {
                               [("IPADAPTER", IPADAPTER)]),
     "CLIPVisionEncode": node("CLIP Vision Encode",  # core
                              [sock("clip_vision", "CLIP_VISION"), sock("image", "IMAGE"),
-                              combo("crop", ("center", "none"))],
+                              combo("crop", ("center", "none"), dynamic=True)],  # (declares no default)
                              [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
     "IPAKitCLIPVisionLoader": node("IPAdapter Kit: Load CLIP Vision", [combo("clip_name", (), dynamic=True)],
                                    [("CLIP_VISION", "CLIP_VISION")]),
@@ -386,6 +386,11 @@ V1_SOURCES = {
     "PrepImageForInsightFace": theirs("Prepare Image For InsightFace", [("image", "IMAGE")],
                                       ["crop_position", "sharpening", "pad_around"], [("IMAGE", "IMAGE")]),
 }
+# Their outputs that carry a weight per frame (a FLOAT list) by slot: linked to a weight input, they go into
+# frame_weights here (IPAdapterWeightsFromStrategy returns what IPAdapterWeights does).
+PER_FRAME_OUTPUTS = {"IPAdapterWeights": (0, 1), "IPAdapterWeightsFromStrategy": (0, 1),
+                     "IPAdapterCombineWeights": (0,)}
+FRAME_WEIGHTS_TYPE = "IPADAPTER_KIT_FRAME_WEIGHTS"
 # The kind of value each of their widgets holds (a layout is only read when the saved values fit it).
 WIDGET_KINDS = {
     **dict.fromkeys(("weight", "noise", "start_at", "end_at", "weight_v2", "weight_faceidv2", "sharpening",
@@ -702,12 +707,12 @@ def interpolation(value):
     return "bilinear", (LOSSY, f"interpolation {value!r} has no counterpart; 'bilinear' is used")
 
 
-PLUS_PROVIDERS = {"CPU": "CPU", "CUDA": "CUDA", "ROCM": "ROCm", "CoreML": "CoreML"}
+PLUS_PROVIDERS = {"ROCM": "ROCm"}  # their spelling -> ours; the others are spelt alike
 
 
 def provider(value):
-    if value in PLUS_PROVIDERS:
-        new = PLUS_PROVIDERS[value]
+    if PLUS_PROVIDERS.get(value, value) in PROVIDERS:
+        new = PLUS_PROVIDERS.get(value, value)
         if new != "CPU":
             return new, (NOTE, f"provider {new}: only offered when the installed onnxruntime has it")
         return new, None
@@ -877,7 +882,8 @@ RULES = {
     "IPAdapterBatch@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"), lossy=(NO_UNFOLD,),
                                   drop={**ENCODE_BATCH,
                                         "image_negative": ((None,), "the FaceID node takes no negative image")}),
-    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid",),
+    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid", "layer_weights"),
+                            rename={"layer_weights": "block_weights"},  # its April 2024 layout had them
                             drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
     "IPAAdapterFaceIDBatch": Rule("IPAKitApplyFaceID", hooks=("faceid",), lossy=(NO_UNFOLD,),
                                   drop={"image_negative": ((None,), "the FaceID node takes no negative image")}),
@@ -941,8 +947,7 @@ RULES = {
     "PrepImageForClipVision": Rule(
         "IPAKitPrepImage", values={"interpolation": interpolation}, hooks=("sharpening",)),
     "IPAdapterNoise": Rule(
-        "IPAKitNoiseImage", rename={"image_optional": "image"},
-        drop={"blur": ((0,), "blur the noise image with an image blur node instead")},
+        "IPAKitNoiseImage", rename={"image_optional": "image"}, hooks=("noise_blur",),
         notes=("the noise is drawn differently (same type and strength, other pixels; seeded by 'seed')",)),
     "IPAdapterRegionalConditioning": Rule("IPAKitRegionalConditioning"),
     "IPAdapterCombineParams": Rule("IPAKitCombineParams"),
