@@ -744,11 +744,12 @@ def _place_extras(plans, report, label, new_id):
             if origin not in placed:
                 target, widgets, _, inputs = owner.extras[origin.name]
                 placed[origin] = (new_id(), target, widgets, inputs)
-            consumers.setdefault(origin, []).append(f"{ours} of node {node_id}")
+            consumers.setdefault(origin, {}).setdefault(ours, []).append(node_id)
     for origin, (new, target, widgets, _) in placed.items():
         owner = plans[origin.owner]
         shown = ", ".join(f"{name} {value!r}" for name, value in widgets.items())
-        to = ", ".join(consumers[origin])
+        to = "; ".join(f"the {ours} input of node(s) {', '.join(str(i) for i in sorted(ids, key=_id_order))}"
+                       for ours, ids in consumers[origin].items())
         report.add(NOTE, f"{label}node {origin.owner} {owner.source} -> {owner.target}",
                    f"{owner.extras[origin.name][2]} is a node of its own here: added node {new} {target} ({shown}), "
                    f"linked to {to}")

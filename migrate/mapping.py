@@ -374,7 +374,7 @@ V1_SOURCES = {
                                     ["weight", "weight_type", "start_at", "end_at", "unfold_batch"], _MODEL,
                                     older=[["weight"], ["weight", "weight_type"],
                                            ["weight", "weight_type", "start_at", "end_at"]]),
-    "IPAdapterTilesMasked": theirs("Masked Tiles IPAdapter", _V1_APPLY_SOCKETS,
+    "IPAdapterTilesMasked": theirs("Masked Tiles IPAdapter", _V1_APPLY_SOCKETS[:4],
                                    ["weight", "noise", "weight_type", "start_at", "end_at", "short_side_tiles",
                                     "tile_weight"], _MODEL),
     "IPAdapterCLIPVisionEncode": theirs("IPAdapter CLIP Vision Encode",
@@ -978,14 +978,15 @@ RULES.update({
     "IPAdapterApplyFaceID": Rule("IPAKitApplyFaceID", hooks=V1_FACEID_HOOKS,
                                  **{**V1_APPLY, "rename": {**V1_APPLY["rename"], "weight_v2": "weight_faceidv2"}}),
     "IPAdapterApplyEncoded": Rule("IPAKitApplyAdvanced", hooks=("unfold_batch",),
-                                  **{**V1_APPLY, "adds": {}}),
+                                  **{**V1_APPLY, "rename": {"weight_type": "embeds_scaling"}, "adds": {}}),
     "IPAdapterTilesMasked": Rule(
         "IPAKitApplyTiled", hooks=("v1_noise",),
         drop={"short_side_tiles": ((), "their tiles were short_side_tiles 224-pixel squares across the short side "
                                        "plus the whole image; here square tiles follow the long side (overlap 0.15)"),
               "tile_weight": ((), "their tiles' masks had this weight (the whole image 1.0); here each tile acts "
                                   "with the full weight on its part of the picture")},
-        **{**V1_APPLY, "fixed": {"weight_type": "linear", "mode": TILE_MODES[0]}}),
+        **{**V1_APPLY, "rename": {"weight_type": "embeds_scaling"},
+           "fixed": {"weight_type": "linear", "mode": TILE_MODES[0]}}),
     # Its output only fed their v1 apply nodes, which take the image and CLIP vision here (hook
     # v1_clip_vision_output); it stays as ComfyUI's own CLIP Vision Encode (the same center crop).
     "IPAdapterCLIPVisionEncode": Rule("CLIPVisionEncode", fixed={"crop": "center"}),

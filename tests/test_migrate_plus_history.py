@@ -363,11 +363,37 @@ def object_info(comfy_server):
     return comfy_server.get("/object_info")
 
 
+FILE_WIDGETS = ("ckpt_name", "vae_name", "ipadapter_file", "clip_name", "image", "lora_name", "control_net_name",
+                "embeds_file", "unet_name", "pack")
+
+
+def links_are_consistent(workflow):
+    links = {link[0]: link for link in workflow["links"]}
+    nodes = {node["id"]: node for node in workflow["nodes"]}
+    for link_id, (_, origin, slot, target, target_slot, _) in links.items():
+        assert link_id in nodes[origin]["outputs"][slot]["links"], link_id
+        assert nodes[target]["inputs"][target_slot]["link"] == link_id, link_id
+    for node in workflow["nodes"]:
+        assert all(inp.get("link") is None or inp["link"] in links for inp in node.get("inputs") or [])
+        assert all(lid in links for out in node.get("outputs") or [] for lid in out.get("links") or [])
+
+
+@pytest.mark.parametrize("name", ALL_EXAMPLES)
+def test_every_converted_example_is_valid_for_the_server(name, object_info):
+    """Everything converted is a registered node with values it accepts (their files aside: other names here)."""
+    result = convert(load_example(name))
+    links_are_consistent(result.workflow)
+    ours = {node["id"] for node in result.workflow["nodes"] if node["type"] in mapping.TARGETS}
+    found = [problem for problem in validate_widgets(result.workflow, object_info)
+             if int(problem.split(" ")[1]) in ours and not problem.split(") ", 1)[-1].startswith(FILE_WIDGETS)]
+    assert found == []
+
+
 @pytest.mark.parametrize("name", list(RUN_EXAMPLES))
 def test_converted_example_of_each_era_runs(name, comfy_server, object_info):
     converted = convert(load_example(name)).workflow
-    assert validate_widgets(converted, object_info) == []
     workflow = tiny_world(small(converted, object_info), RUN_EXAMPLES[name], object_info)
+    assert validate_widgets(workflow, object_info) == []
     entry = comfy_server.run(to_api(workflow, object_info))
     assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
     paths = comfy_server.output_images(entry)
