@@ -424,3 +424,27 @@ def test_converted_example_runs(name, comfy_server, object_info):
     for path in paths:
         with Image.open(path) as image:
             assert max(np.asarray(image).shape[:2]) <= 128
+
+
+def run_images(server, workflow, object_info):
+    entry = server.run(to_api(workflow, object_info))
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    images = []
+    for path in sorted(server.output_images(entry)):
+        with Image.open(path) as image:
+            images.append(np.asarray(image).astype(np.int16))
+    return images
+
+
+@pytest.mark.parametrize("name", ["face__677d90bc", "IPAdapter_weight_types__5b9d099f", "FaceID_Plus_v2__0fabaa3c",
+                                  "ipadapter_advanced__ae712dde", "ipadapter_precise_weight_type__bbe21a30"])
+def test_converted_example_of_each_era_changes_the_picture(name, comfy_server, object_info):
+    """v1 of 2023 and 2024 (noise, FaceID), v2 of March 2024 and of August 2024: the converted apply nodes act."""
+    workflow = tiny_world(convert(load_example(name)).workflow, object_info)
+    with_adapter = run_images(comfy_server, workflow, object_info)
+    for node in workflow["nodes"]:
+        if node["type"].startswith("IPAKitApply"):
+            node["mode"] = 4
+    without = run_images(comfy_server, workflow, object_info)
+    assert len(with_adapter) == len(without)
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(with_adapter, without)), "the adapter changed nothing"
