@@ -6,6 +6,7 @@ of ComfyUI-PuLID-Flux (and its forks).
 Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API
 prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds
 (the Flux and SD3 loaders' CLIP vision loader) get new ids.
+IPAdapter_plus's v1 nodes (before its 2024-03-23 rewrite) and every release's widget layouts convert too.
 """
 import copy
 import json
@@ -135,7 +136,6 @@ def _condition(view, name):
         return is_faceid_adapter(view)
     if name == "v1_encoder":
         return "noise" in view.widgets
-
     raise KeyError(name)
 
 
@@ -647,7 +647,8 @@ HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weigh
          "sd3_reference": hook_sd3_reference, "sd3_schedule": hook_sd3_schedule,
          "pulid_flux_fusion": hook_pulid_flux_fusion, "precise_weight": hook_precise_weight,
          "insightface_pack": hook_insightface_pack, "unfold_batch": hook_unfold_batch, "noise_blur": hook_noise_blur,
-         "v1_faceid_version": hook_v1_faceid_version, "v1_insightface_socket": hook_v1_insightface_socket, "v1_noise": hook_v1_noise,
+         "v1_faceid_version": hook_v1_faceid_version, "v1_insightface_socket": hook_v1_insightface_socket,
+         "v1_noise": hook_v1_noise,
          "v1_clip_vision_output": hook_v1_clip_vision_output, "v1_encoder": hook_v1_encoder}
 
 

@@ -10,6 +10,7 @@ describes the nodes the converter writes (this pack's, plus core nodes it adds) 
 compares them with the live server, so they cannot drift). RULES says, per source node type, which node of this pack
 replaces it and how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new
 node).
+IPAdapter_plus's v1 nodes (before its 2024-03-23 rewrite) and every release's widget layouts are among SOURCES.
 """
 import math
 from dataclasses import dataclass, field
@@ -970,7 +971,8 @@ V1_NOISE_NEGATIVE = Extra("IPAKitNoiseImage", {"strength": "noise"}, fixed={"typ
 V1_APPLY = {"rename": {"weight_type": "embeds_scaling", "mask": "attn_mask"},
             "values": {"embeds_scaling": v1_embeds_scaling}, "fixed": {"weight_type": "linear"},
             "adds": {"noise": V1_NOISE_NEGATIVE}}
-V1_FACEID_HOOKS = ("v1_insightface_socket", "faceid", "v1_faceid_version", "v1_clip_vision_output", "v1_noise", "unfold_batch")
+V1_FACEID_HOOKS = ("v1_insightface_socket", "faceid", "v1_faceid_version", "v1_clip_vision_output", "v1_noise",
+                   "unfold_batch")
 RULES.update({
     "IPAdapterApply": Rule("IPAKitApplyAdvanced", hooks=("v1_clip_vision_output", "v1_noise", "unfold_batch"),
                            variants=(FACEID_VARIANT,), **V1_APPLY),

@@ -412,7 +412,8 @@ def test_every_converted_example_is_valid_for_the_server(name, object_info):
 def test_converted_example_runs(name, comfy_server, object_info):
     converted = convert(load_example(name)).workflow
     kinds = {node["type"] for node in converted["nodes"] if node.get("mode", 0) == 0}
-    elsewhere = sorted(kind for kind in kinds if kind not in object_info and kind not in ("Reroute", "Note", "MarkdownNote", "PrimitiveNode"))
+    elsewhere = sorted(kind for kind in kinds
+                       if kind not in object_info and kind not in ("Reroute", "Note", "MarkdownNote", "PrimitiveNode"))
     if elsewhere:
         pytest.skip(f"needs nodes that are not registered here: {', '.join(elsewhere)}")
     workflow = tiny_world(converted, object_info)
