@@ -4,13 +4,15 @@ weight types (against its own per-block formula) and on its per-frame weights; a
 run through the server on the tiny models."""
 import json
 import pathlib
+import types
 
 import numpy as np
 import pytest
+import torch
 from PIL import Image
 
+from ipadapter_kit.ipadapter_core import attention, weight_types
 from ipadapter_kit.migrate import convert, mapping
-from ipadapter_kit.ipadapter_core import weight_types
 from workflow_api import set_widget, to_api, validate_widgets
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -449,3 +451,40 @@ def test_converted_example_of_each_era_changes_the_picture(name, comfy_server, o
     without = run_images(comfy_server, workflow, object_info)
     assert len(with_adapter) == len(without)
     assert any(np.abs(a - b).max() > 0 for a, b in zip(with_adapter, without)), "the adapter changed nothing"
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# v1's weight_type is embeds_scaling here: its attention term (IPAdapterPlus.py of 90d3451, CrossAttentionPatch) equals
+# this pack's for the mode the converter picks.
+def v1_attention_term(q, k, v, weight, weight_type):
+    """IPAdapter_plus v1's image attention for one head: weight on the output ('original'), on K and V ('linear'),
+    or on K and the mean of V times channels / 1280 ('channel penalty')."""
+    if weight_type == "linear":
+        k, v = k * weight, v * weight
+    elif weight_type == "channel penalty":
+        penalty = weight * k.shape[2] / 1280.0
+        mean = v.mean(dim=1, keepdim=True)
+        k, v = k * penalty, (v - mean) + mean * penalty
+    out = torch.softmax(q @ k.transpose(1, 2) / q.shape[2] ** 0.5, dim=-1) @ v
+    return out * weight if weight_type == "original" else out
+
+
+@pytest.mark.parametrize("weight_type", list(mapping.V1_SCALING))
+@pytest.mark.parametrize("weight", [0.35, 1.7])
+def test_v1_weight_type_becomes_the_embeds_scaling_with_the_same_attention(weight_type, weight):
+    gen = torch.Generator().manual_seed(0)
+    width, tokens = 640, 4
+    kv = types.SimpleNamespace(k_weight=torch.randn(width, 768, generator=gen) / 30,
+                               v_weight=torch.randn(width, 768, generator=gen) / 30,
+                               k_bias=None, v_bias=None, rms_eps=None)
+    image_tokens = torch.randn(1, tokens, 768, generator=gen)
+    q = torch.randn(1, 9, width, generator=gen)
+    node = convert(one_node("IPAdapterApply", [weight, 0.0, weight_type, 0.0, 1.0, False])).workflow["nodes"][0]
+    ours = converted_widgets(node)
+    prompt = types.SimpleNamespace(layer_weights=(ours["weight"],), ref_weights=(1.0,),
+                                   embeds_scaling=ours["embeds_scaling"])
+    k, v = attention.scaled_kv(prompt, 0, image_tokens, kv, width)
+    here = torch.softmax(q @ k.transpose(1, 2) / width ** 0.5, dim=-1) @ v
+    k_plain, v_plain = attention.project_kv(image_tokens, kv, width)
+    theirs = v1_attention_term(q, k_plain, v_plain, weight, weight_type)
+    assert torch.allclose(here, theirs, atol=1e-5, rtol=1e-4)
