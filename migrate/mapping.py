@@ -996,8 +996,7 @@ RULES.update({
     "InsightFaceLoader": Rule("IPAKitInsightFaceLoader", values={"provider": provider},
                               fixed={"pack": V1_BUFFALO}),
     "PrepImageForInsightFace": Rule(
-        "IPAKitPrepImage", hooks=("sharpening",), fixed={"size": 640},
-        values={"interpolation": interpolation},
+        "IPAKitPrepImage", hooks=("sharpening",), fixed={"size": 640, "interpolation": interpolation("LANCZOS")[0]},
         drop={"pad_around": ((False,), "their 580-pixel image inside a 30-pixel white border (it helped InsightFace "
                                        "find faces touching the edge) is a plain 640-pixel image here")}),
     "IPAdapterEncoder@v1": Rule(

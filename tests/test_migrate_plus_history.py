@@ -101,7 +101,7 @@ LAYOUTS = [  # (their type, saved values, our type, values expected here)
     ("PrepImageForClipVision", ["BICUBIC", "left", 0.0], "IPAKitPrepImage",
      {"interpolation": "bicubic", "crop_position": "left"}),
     ("PrepImageForInsightFace", ["left", 0.2, False], "IPAKitPrepImage",
-     {"crop_position": "left", "sharpening": 0.2, "size": 640}),
+     {"crop_position": "left", "sharpening": 0.2, "size": 640, "interpolation": LANCZOS}),
     ("InsightFaceLoader", ["ROCM"], "IPAKitInsightFaceLoader", {"provider": "ROCm", "pack": "buffalo_l"}),
     ("IPAdapterInsightFaceLoader", ["CPU"], "IPAKitInsightFaceLoader", {"provider": "CPU", "pack": "buffalo_l"}),
     ("IPAdapterInsightFaceLoader", ["CPU", "antelopev2"], "IPAKitInsightFaceLoader", {"pack": "antelopev2"}),
