@@ -6,6 +6,7 @@ of ComfyUI-PuLID-Flux (and its forks).
 Both formats go through the same plan: UI workflows (nodes / links / widgets_values, also their subgraphs) and API
 prompts ({id: {class_type, inputs}}). Node ids, positions, sizes, titles, colours and modes are kept; nodes a rule adds
 (the Flux and SD3 loaders' CLIP vision loader) get new ids.
+IPAdapter_plus's v1 nodes (before its 2024-03-23 rewrite) and every release's widget layouts convert too.
 """
 import copy
 import json
@@ -133,6 +134,8 @@ def _condition(view, name):
         return "attn_mask" in view.linked
     if name == "faceid_adapter":
         return is_faceid_adapter(view)
+    if name == "v1_encoder":
+        return "noise" in view.widgets
     raise KeyError(name)
 
 
@@ -196,6 +199,7 @@ def plan_node(view, report, where):
         widgets[ours] = value
     for extra_name, extra in rule.adds.items():
         values = {spec["name"]: spec["default"] for spec in target_widgets(extra.target)}
+        values.update(extra.fixed)
         for ours, theirs in extra.widgets.items():
             if theirs not in view.widgets:
                 continue
@@ -208,7 +212,12 @@ def plan_node(view, report, where):
             if problem:
                 report.add(LOSSY, here, f"{theirs} (now {ours} of {extra.target}): {problem}")
             values[ours] = value
-        plan.extras[extra_name] = (extra.target, values, extra.what)
+        inputs = {}
+        for ours, candidates in extra.links.items():
+            linked = [view.source(theirs) for theirs in candidates if theirs in view.linked]
+            if linked:
+                inputs[ours] = linked[0]
+        plan.extras[extra_name] = (extra.target, values, extra.what, inputs)
 
     owned = {name for hook in rule.hooks for name in HOOK_INPUTS.get(hook, ())}
     for name in view.linked:
@@ -230,6 +239,9 @@ def plan_node(view, report, where):
             report.add(LOSSY, here, f"link to {name} removed: the node here has no such input")
             continue
         plan.input_map[name] = ours
+        if ours == "weight" and frame_weights_source(view, name):
+            retarget_frame_weights(view, plan, report, here, name)
+            continue
         if ours in rule.values:
             report.add(NOTE, here, f"{ours} comes from a link: its values are not translated, check them")
 
@@ -240,6 +252,37 @@ def plan_node(view, report, where):
     for message in rule.notes:
         report.add(NOTE, here, message)
     return plan
+
+
+FRAME_WEIGHTS = "frame_weights"
+
+
+def frame_weights_source(view, name):
+    """Whether input `name` is fed a weight per frame: an output of theirs that carries a FLOAT list
+    (mapping.PER_FRAME_OUTPUTS), or a frame-weights output of this pack."""
+    src = view.source(name)
+    if src is None:
+        return False
+    kind, slot = view.graph.type_of(src[0]), src[1]
+    if slot in mapping.PER_FRAME_OUTPUTS.get(kind, ()):
+        return True
+    outputs = (TARGETS.get(kind) or {}).get("outputs") or []
+    return isinstance(slot, int) and 0 <= slot < len(outputs) and outputs[slot][1] == mapping.FRAME_WEIGHTS_TYPE
+
+
+def retarget_frame_weights(view, plan, report, here, name):
+    """Their weight widget turned into an input and fed a FLOAT list (a weight per frame); here that list goes into
+    frame_weights, which multiplies a weight of 1.0."""
+    spec = target_spec(plan.target, FRAME_WEIGHTS)
+    if spec is None or spec.get("widget"):
+        plan.input_map[name] = None
+        report.add(LOSSY, here, f"link to {name} removed: it brings a weight per frame, and {plan.target} has no "
+                                f"{FRAME_WEIGHTS} input")
+        return
+    plan.input_map[name] = FRAME_WEIGHTS
+    if "weight" in plan.widgets:
+        plan.widgets["weight"] = 1.0
+    report.add(NOTE, here, f"the per-frame weights linked to {name} now go into {FRAME_WEIGHTS} (weight 1.0)")
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -259,7 +302,7 @@ def hook_faceid(view, plan, report, here):
         plan.widgets["plus_version"] = "v2 (shortcut)" if "plusv2" in name else "v1"
         if "unnorm" in name:
             plan.widgets["embeddings"] = "unnormalized (portrait unnorm)"
-    if "insightface" in view.linked:
+    if "insightface" in view.linked or "insightface" in plan.input_map.values():
         return
     if kind == "IPAdapterUnifiedLoaderFaceID" and src[1] == 1:
         plan.add_links["insightface"] = (src[0], 2)
@@ -458,17 +501,155 @@ def hook_pulid_flux_fusion(view, plan, report, here):
                                 "here it sees it in gray, as PuLID was trained (their use_gray on)")
 
 
-HOOK_INPUTS = {"neg_embed": ("neg_embed",), "sd3_reference": ("image_embed",)}  # linked inputs a hook decides
+PRECISE_TYPES = ("style transfer precise", "composition precise")
+
+
+def hook_precise_weight(view, plan, report, here):
+    """Their precise weight types on a node with a weight_type widget use `weight` for the composition blocks too
+    (composition precise: both; style transfer precise: style_boost is None there); here those blocks take
+    weight_composition."""
+    if plan.widgets.get("weight_type") in PRECISE_TYPES and "weight_composition" in plan.widgets:
+        plan.widgets["weight_composition"] = plan.widgets["weight"]
+
+
+def hook_insightface_pack(view, plan, report, here):
+    """Their loader had no model_name before August 2024: it loaded buffalo_l."""
+    if "model_name" not in view.widgets:
+        plan.widgets["pack"] = mapping.V1_BUFFALO
+
+
+def hook_noise_blur(view, plan, report, here):
+    """Their noise node's blur: carried once Noise Negative has a blur input, else lossy unless 0."""
+    value = view.widgets.get("blur", 0)
+    spec = target_spec(plan.target, "blur")
+    if spec is not None and spec.get("widget"):
+        plan.widgets["blur"], problem = checked(spec, value)
+        if problem:
+            report.add(LOSSY, here, f"blur: {problem}")
+    elif value:
+        report.add(LOSSY, here, f"blur {value!r} dropped: blur the noise image with an image blur node instead")
+
+
+def hook_unfold_batch(view, plan, report, here):
+    value = view.widgets.get("unfold_batch", False)
+    spec = target_spec(plan.target, "unfold_batch")
+    if spec is not None and spec.get("widget"):
+        plan.widgets["unfold_batch"], _ = checked(spec, value)
+    elif value:
+        report.add(LOSSY, here, f"unfold_batch {value!r} dropped: {mapping.NO_UNFOLD}")
+
+
+def hook_v1_insightface_socket(view, plan, report, here):
+    """In December 2023 (69e82da to a09f541) v1's FaceID models took InsightFace through the clip_vision socket."""
+    src = view.source("clip_vision")
+    if src and view.graph.type_of(src[0]) == "InsightFaceLoader" and "insightface" not in view.linked:
+        plan.input_map["clip_vision"] = "insightface"
+        report.add(NOTE, here, f"clip_vision brought node {src[0]}'s InsightFace (as IPAdapter_plus did in December "
+                               "2023): it goes into insightface here")
+
+
+def hook_v1_faceid_version(view, plan, report, here):
+    """IPAdapter_plus v1 used FaceID Plus v2's shortcut only when faceid_v2 was on (IPAdapterApply never did)."""
+    if view.widgets.get("faceid_v2", False):
+        plan.widgets["plus_version"] = "v2 (shortcut)"
+    else:
+        plan.widgets["plus_version"] = "v1"
+
+
+def hook_v1_noise(view, plan, report, here):
+    """v1's noise > 0: a Noise Negative node of the same image feeds image_negative (see mapping.V1_NOISE_NEGATIVE)."""
+    noise = view.widgets.get("noise", 0)
+    if isinstance(noise, bool) or not isinstance(noise, (int, float)) or noise <= 0:
+        return
+    spec = target_spec(plan.target, "image_negative")
+    extra = plan.extras.get("noise")
+    if spec is None or extra is None or "image" not in extra[3] or "image_negative" in plan.input_map.values():
+        report.add(LOSSY, here, f"noise {noise!r} dropped: it made a noisy copy of the reference the negative "
+                                "image; connect IPAdapter Kit: Noise Negative (shuffle) of the reference to "
+                                "image_negative" + ("" if spec else f" of an apply node that has one ({plan.target} "
+                                                                    "has none)"))
+        return
+    plan.add_links["image_negative"] = (Added(view.id, "noise"), 0)
+    report.add(NOTE, here, f"noise {noise}: v1 made the negative image an elastically distorted, flipped, noisy copy "
+                           "of the reference; here IPAdapter Kit: Noise Negative 'shuffle' (strength = noise) of the "
+                           "same image (similar, not identical)")
+
+
+def hook_v1_clip_vision_output(view, plan, report, here):
+    """Their first IPAdapterApply took a CLIP vision output (IPAdapterCLIPVisionEncode): here it encodes the image
+    itself, so that node's image and clip_vision come here."""
+    if "clip_vision_output" not in view.linked:
+        return
+    plan.input_map["clip_vision_output"] = None
+    src = view.source("clip_vision_output")
+    encoder = view.graph.inputs_of(src[0])
+    for name in ("image", "clip_vision"):
+        if name in plan.input_map.values():
+            continue
+        if name in encoder:
+            plan.add_links[name] = view.graph.follow(*encoder[name])
+        else:
+            report.add(LOSSY, here, f"{name} is not connected: the {name} input of node {src[0]} "
+                                    f"({view.graph.type_of(src[0])}), which would give it, is not linked")
+    report.add(NOTE, here, f"clip_vision_output came from node {src[0]}: its image and clip_vision are connected "
+                           "here instead (this node encodes the reference itself)")
+
+
+def adapter_for_embeds(view):
+    """(node id, slot) of the adapter that the apply nodes using this v1 encoder's embeds read, or None."""
+    todo, seen = [view.id], set()
+    while todo:
+        node_id = todo.pop()
+        if node_id in seen:
+            continue
+        seen.add(node_id)
+        for target, name in view.graph.consumers(node_id):
+            inputs = view.graph.inputs_of(target)
+            if "ipadapter" in inputs:
+                return view.graph.follow(*inputs["ipadapter"])
+            if view.graph.type_of(target) == "IPAdapterBatchEmbeds":
+                todo.append(target)
+    return None
+
+
+def hook_v1_encoder(view, plan, report, here):
+    """v1's encoder: no adapter input (the apply node's is used), weight_1 squared (as v1 scaled the embeds), one
+    image per node here."""
+    adapter = adapter_for_embeds(view)
+    if adapter is None:
+        report.add(LOSSY, here, "ipadapter is not connected: no apply node using these embeds names an adapter; "
+                                "connect the adapter loader to it")
+    else:
+        plan.add_links["ipadapter"] = adapter
+    weight = view.widgets.get("weight_1", 1.0)
+    if isinstance(weight, (int, float)) and not isinstance(weight, bool):
+        plan.widgets["weight"], _ = checked(target_spec(plan.target, "weight"), weight * weight)
+    for i in (2, 3, 4):
+        if f"image_{i}" in view.linked:
+            plan.input_map[f"image_{i}"] = None
+            report.add(LOSSY, here, f"image_{i} (weight {view.widgets.get(f'weight_{i}', 1.0)!r}) link removed: "
+                                    "one image per Encode here; encode it with its own IPAdapter Kit: Encode "
+                                    "(weight = its weight squared) and join both with Combine Embeds 'concat'")
+
+
+HOOK_INPUTS = {"neg_embed": ("neg_embed",), "sd3_reference": ("image_embed",),  # linked inputs a hook decides
+               "v1_clip_vision_output": ("clip_vision_output",), "v1_encoder": ("image_2", "image_3", "image_4")}
 HOOK_WIDGETS = {"xlabs_block_strengths": ("begin_strength", "end_strength", "smothing_type"),  # widgets a hook reads
                 "instantx_weight_ramp": ("weight_start", "weight_end", "steps"),
                 "sd3_schedule": ("start_percent", "end_percent"),
-                "pulid_flux_fusion": mapping.PULID_FLUX_FUSION}
+                "pulid_flux_fusion": mapping.PULID_FLUX_FUSION, "v1_noise": ("noise",),
+                "unfold_batch": ("unfold_batch",), "noise_blur": ("blur",), "v1_faceid_version": ("faceid_v2",),
+                "v1_encoder": ("weight_1", "weight_2", "weight_3", "weight_4")}
 HOOKS = {"faceid": hook_faceid, "faceidv2_from_weight": hook_faceidv2_from_weight,
          "layer_weights": hook_layer_weights, "neg_embed": hook_neg_embed, "sharpening": hook_sharpening,
          "clip_vision_from_loader": hook_clip_vision_from_loader,
          "xlabs_block_strengths": hook_xlabs_block_strengths, "instantx_weight_ramp": hook_instantx_weight_ramp,
          "sd3_reference": hook_sd3_reference, "sd3_schedule": hook_sd3_schedule,
-         "pulid_flux_fusion": hook_pulid_flux_fusion}
+         "pulid_flux_fusion": hook_pulid_flux_fusion, "precise_weight": hook_precise_weight,
+         "insightface_pack": hook_insightface_pack, "unfold_batch": hook_unfold_batch, "noise_blur": hook_noise_blur,
+         "v1_faceid_version": hook_v1_faceid_version, "v1_insightface_socket": hook_v1_insightface_socket,
+         "v1_noise": hook_v1_noise,
+         "v1_clip_vision_output": hook_v1_clip_vision_output, "v1_encoder": hook_v1_encoder}
 
 
 # ---------------------------------------------------------------------------------------------------------------
@@ -562,16 +743,17 @@ def _place_extras(plans, report, label, new_id):
                            f"{ours} is not connected: node {origin.owner}, which would give it, was not converted")
                 continue
             if origin not in placed:
-                target, widgets, _ = owner.extras[origin.name]
-                placed[origin] = (new_id(), target, widgets)
-            consumers.setdefault(origin, []).append(node_id)
-    for origin, (new, target, widgets) in placed.items():
+                target, widgets, _, inputs = owner.extras[origin.name]
+                placed[origin] = (new_id(), target, widgets, inputs)
+            consumers.setdefault(origin, {}).setdefault(ours, []).append(node_id)
+    for origin, (new, target, widgets, _) in placed.items():
         owner = plans[origin.owner]
         shown = ", ".join(f"{name} {value!r}" for name, value in widgets.items())
-        to = ", ".join(str(i) for i in sorted(consumers[origin], key=_id_order))
+        to = "; ".join(f"the {ours} input of node(s) {', '.join(str(i) for i in sorted(ids, key=_id_order))}"
+                       for ours, ids in consumers[origin].items())
         report.add(NOTE, f"{label}node {origin.owner} {owner.source} -> {owner.target}",
                    f"{owner.extras[origin.name][2]} is a node of its own here: added node {new} {target} ({shown}), "
-                   f"linked to the {origin.name} input of node(s) {to}")
+                   f"linked to {to}")
     return placed
 
 
@@ -606,12 +788,26 @@ class UIGraph:
         values = node.get("widgets_values") or []
         if isinstance(values, dict):
             return dict(values)
-        names = next((names for names in layouts if len(names) == len(values)), layouts[0])
-        return dict(zip(names, values))
+        return dict(zip(mapping.pick_layout(node["type"], values) or layouts[0], values))
 
     def inputs_of(self, node_id):
         """Linked inputs of any node: name -> (source id, source slot), reroutes not followed."""
         return self._linked(self.nodes.get(node_id) or {})
+
+    def consumers(self, node_id, seen=()):
+        """[(node id, input name)] that a node's outputs feed, through reroutes."""
+        found = []
+        for link in self.links.values():
+            target = self.nodes.get(link[3])
+            if link[1] != node_id or target is None or target["id"] in seen:
+                continue
+            if target["type"] == REROUTE:
+                found += self.consumers(target["id"], (*seen, node_id))
+                continue
+            inputs = target.get("inputs") or []
+            if isinstance(link[4], int) and 0 <= link[4] < len(inputs):
+                found.append((target["id"], inputs[link[4]]["name"]))
+        return found
 
     def _linked(self, node):
         linked = {}
@@ -637,7 +833,7 @@ class UIGraph:
         if kind in SOURCES:
             names = SOURCES[kind]["widgets"]
             values = node.get("widgets_values") or []
-            layout = next((layout for layout in mapping.widget_layouts(kind) if len(layout) == len(values)), None)
+            layout = mapping.pick_layout(kind, values) if not isinstance(values, dict) else None
             if isinstance(values, dict):
                 widgets = {n: values[n] for layout in mapping.widget_layouts(kind) for n in layout if n in values}
             elif layout is None:
@@ -735,7 +931,20 @@ def convert_ui_graph(graph, report, ids, label=""):
                 gained.setdefault(origin, []).append((oslot, link_id))
             kept[link_id] = [link_id, origin, oslot, target, ours, ltype]
             ids["link"] += 1
-    for origin, (new_id, kind, widgets) in placed.items():
+    for new_id, _, _, inputs in placed.values():  # the added nodes' own inputs, fed as the converted node's were
+        for ours, (origin, oslot) in inputs.items():
+            if origin in plans:
+                oslot = plans[origin].output_slot(oslot)
+                if oslot is None:
+                    continue
+                ltype = TARGETS[plans[origin].target]["outputs"][oslot][1]
+            else:
+                outputs = (ui.nodes.get(origin) or {}).get("outputs") or []
+                ltype = outputs[oslot].get("type", "*") if oslot < len(outputs) else "*"
+                gained.setdefault(origin, []).append((oslot, ids["link"]))
+            kept[ids["link"]] = [ids["link"], origin, oslot, new_id, ours, ltype]
+            ids["link"] += 1
+    for origin, (new_id, kind, widgets, _) in placed.items():
         node = _new_ui_node(new_id, kind, widgets, ui.nodes[origin.owner], kept)
         graph["nodes"].append(node)
         ui.nodes[new_id] = node
@@ -792,8 +1001,11 @@ def _new_ui_node(node_id, target, widgets, beside, kept):
     for link in kept.values():
         if link[1] == node_id:
             outgoing.setdefault(link[2], []).append(link[0])
+    incoming = {link[4]: link[0] for link in kept.values() if link[3] == node_id}
+    inputs = [{"name": spec["name"], "type": spec["type"], "link": incoming.get(spec["name"])}
+              for spec in target_sockets(target)]
     return {"id": node_id, "type": target, "pos": [x, y + height + 40], "size": [315, 60], "flags": {},
-            "order": beside.get("order", 0), "mode": beside.get("mode", 0), "inputs": [],
+            "order": beside.get("order", 0), "mode": beside.get("mode", 0), "inputs": inputs,
             "outputs": [{"name": name, "type": kind, "links": sorted(outgoing.get(slot, [])), "slot_index": slot}
                         for slot, (name, kind) in enumerate(TARGETS[target]["outputs"])],
             "properties": {"Node name for S&R": target}, "widgets_values": _widget_values(target, widgets)}
@@ -890,6 +1102,12 @@ class APIGraph:
     def follow(self, node_id, slot):
         return str(node_id), slot
 
+    def consumers(self, node_id):
+        """[(node id, input name)] that a node's outputs feed."""
+        return [(str(other), name) for other, node in self.prompt.items()
+                for name, value in (node.get("inputs") or {}).items()
+                if _is_link(value) and str(value[0]) == str(node_id)]
+
     def inputs_of(self, node_id):
         node = self.prompt.get(str(node_id)) or {}
         return {k: (str(v[0]), v[1]) for k, v in (node.get("inputs") or {}).items() if _is_link(v)}
@@ -978,8 +1196,14 @@ def convert_api(prompt, report):
             if isinstance(meta, dict) and meta.get("title") in (SOURCES[plan.source]["title"], plan.source):
                 meta["title"] = TARGETS[plan.target]["title"]
         node["inputs"] = new_inputs
-    for new_id, target, widgets in placed.values():
-        prompt[new_id] = {"class_type": target, "inputs": dict(widgets), "_meta": {"title": TARGETS[target]["title"]}}
+    for new_id, target, widgets, inputs in placed.values():
+        links = {}
+        for ours, (src, slot) in inputs.items():
+            slot = plans[src].output_slot(slot) if src in plans else slot
+            if slot is not None:
+                links[ours] = [src, slot]
+        prompt[new_id] = {"class_type": target, "inputs": {**widgets, **links},
+                          "_meta": {"title": TARGETS[target]["title"]}}
     if others:
         report.add(NOTE, "graph", f"{len(others)} other node(s) left as they are: {', '.join(sorted(set(others)))}")
 

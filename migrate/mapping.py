@@ -10,6 +10,7 @@ describes the nodes the converter writes (this pack's, plus core nodes it adds) 
 compares them with the live server, so they cannot drift). RULES says, per source node type, which node of this pack
 replaces it and how names and values carry over. Adding a mapping is one RULES entry (plus the TARGETS entry of a new
 node).
+IPAdapter_plus's v1 nodes (before its 2024-03-23 rewrite) and every release's widget layouts are among SOURCES.
 """
 import math
 from dataclasses import dataclass, field
@@ -112,6 +113,10 @@ def node(title, inputs, outputs):
 TARGETS = {
     "IPAKitModelLoader": node("IPAdapter Kit: Load IP-Adapter", [combo("ipadapter_file", (), dynamic=True)],
                               [("IPADAPTER", IPADAPTER)]),
+    "CLIPVisionEncode": node("CLIP Vision Encode",  # core
+                             [sock("clip_vision", "CLIP_VISION"), sock("image", "IMAGE"),
+                              combo("crop", ("center", "none"), dynamic=True)],  # (declares no default)
+                             [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
     "IPAKitCLIPVisionLoader": node("IPAdapter Kit: Load CLIP Vision", [combo("clip_name", (), dynamic=True)],
                                    [("CLIP_VISION", "CLIP_VISION")]),
     "CLIPVisionLoader": node("Load CLIP Vision", [combo("clip_name", (), dynamic=True)],  # core
@@ -350,6 +355,28 @@ def retired_layout(kind, input_names):
     return None
 
 
+def _fits(layout, values):
+    """Whether saved widget values fit a layout: as many, and each of the kind its widget holds."""
+    if len(layout) != len(values):
+        return False
+    for name, value in zip(layout, values):
+        kind = WIDGET_KINDS.get(name)
+        if value is None or kind is None:
+            continue
+        if kind == "flag" and not isinstance(value, bool):
+            return False
+        if kind == "number" and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            return False
+        if kind == "text" and not isinstance(value, str):
+            return False
+    return True
+
+
+def pick_layout(kind, values):
+    """The layout (widget names) saved values of a node type were written with, or None when none fits."""
+    return next((layout for layout in widget_layouts(kind) if _fits(layout, values)), None)
+
+
 def widget_layouts(kind):
     """The widget layouts a node type may have been saved with, current first (core nodes: CORE_WIDGETS)."""
     if kind in SOURCES:
@@ -366,21 +393,88 @@ _SC_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image_style", "
 _EMBEDS_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS"),
                    ("attn_mask", "MASK"), ("clip_vision", "CLIP_VISION")]
 _MODEL = [("MODEL", "MODEL")]
+# Their v2 apply nodes of 643cb81 (2024-03-23) until ece285d (2024-03-25) added embeds_scaling.
+_BEFORE_SCALING = {
+    "IPAdapterAdvanced": ["weight", "weight_type", "combine_embeds", "start_at", "end_at"],
+    "IPAdapterFaceID": ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at"],
+    "IPAdapterTiled": ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening"],
+}
+# IPAdapter_plus v1 (IPAdapterPlus.py from 414486b, 2023-09-03, until the v2 rewrite 643cb81, 2024-03-23): layouts
+# oldest first. Its weight_type (original / linear / channel penalty) is what embeds_scaling is in v2 and here.
+V1_APPLY_LAYOUTS = (["weight"],  # clip_vision_output era (414486b..1cbe9c8); a hidden noise 3497984..1cbe9c8
+                    ["weight", "noise"],  # 1cbe9c8 (2023-09-15)
+                    ["weight", "noise", "weight_type"],  # d723aeb (2023-11-07)
+                    ["weight", "noise", "weight_type", "start_at", "end_at"])  # 1ed4f93 (2023-11-26)
+V1_ENCODER_LAYOUTS = (["plus", "noise"],  # 93d973a (2023-09-29): one image
+                      # b07f982 (2023-10-12) to 643cb81: up to four images, each with a weight
+                      ["ipadapter_plus", "noise", "weight_1", "weight_2", "weight_3", "weight_4"])
+_V1_APPLY_SOCKETS = [("ipadapter", "IPADAPTER"), ("clip_vision", "CLIP_VISION"), ("image", "IMAGE"),
+                     ("model", "MODEL"), ("attn_mask", "MASK"), ("insightface", "INSIGHTFACE"),
+                     ("clip_vision_output", "CLIP_VISION_OUTPUT"), ("mask", "MASK")]
+V1_SOURCES = {
+    "IPAdapterApply": theirs("Apply IPAdapter", _V1_APPLY_SOCKETS,
+                             ["weight", "noise", "weight_type", "start_at", "end_at", "unfold_batch"], _MODEL,
+                             older=V1_APPLY_LAYOUTS),
+    "IPAdapterApplyFaceID": theirs("Apply IPAdapter FaceID", _V1_APPLY_SOCKETS,
+                                   ["weight", "noise", "weight_type", "start_at", "end_at", "faceid_v2", "weight_v2",
+                                    "unfold_batch"], _MODEL),
+    "IPAdapterApplyEncoded": theirs("Apply IPAdapter from Encoded",
+                                    [("ipadapter", "IPADAPTER"), ("embeds", "EMBEDS"), ("model", "MODEL"),
+                                     ("attn_mask", "MASK")],
+                                    ["weight", "weight_type", "start_at", "end_at", "unfold_batch"], _MODEL,
+                                    older=[["weight"], ["weight", "weight_type"],
+                                           ["weight", "weight_type", "start_at", "end_at"]]),
+    "IPAdapterTilesMasked": theirs("Masked Tiles IPAdapter", _V1_APPLY_SOCKETS[:4],
+                                   ["weight", "noise", "weight_type", "start_at", "end_at", "short_side_tiles",
+                                    "tile_weight"], _MODEL),
+    "IPAdapterCLIPVisionEncode": theirs("IPAdapter CLIP Vision Encode",
+                                        [("clip_vision", "CLIP_VISION"), ("image", "IMAGE")], [],
+                                        [("CLIP_VISION_OUTPUT", "CLIP_VISION_OUTPUT")]),
+    "IPAdapterBatchEmbeds": theirs("Batch Embeds", [("embed1", "EMBEDS"), ("embed2", "EMBEDS")], [],
+                                   [("EMBEDS", "EMBEDS")]),
+    "InsightFaceLoader": theirs("Load InsightFace", [], ["provider"], [("INSIGHTFACE", "INSIGHTFACE")]),
+    "PrepImageForInsightFace": theirs("Prepare Image For InsightFace", [("image", "IMAGE")],
+                                      ["crop_position", "sharpening", "pad_around"], [("IMAGE", "IMAGE")]),
+}
+# Their outputs that carry a weight per frame (a FLOAT list) by slot: linked to a weight input, they go into
+# frame_weights here (IPAdapterWeightsFromStrategy returns what IPAdapterWeights does).
+PER_FRAME_OUTPUTS = {"IPAdapterWeights": (0, 1), "IPAdapterWeightsFromStrategy": (0, 1),
+                     "IPAdapterCombineWeights": (0,)}
+FRAME_WEIGHTS_TYPE = "IPADAPTER_KIT_FRAME_WEIGHTS"
+# The kind of value each of their widgets holds (a layout is only read when the saved values fit it).
+WIDGET_KINDS = {
+    **dict.fromkeys(("weight", "noise", "start_at", "end_at", "weight_v2", "weight_faceidv2", "sharpening",
+                     "tile_weight", "weight_1", "weight_2", "weight_3", "weight_4", "weight_style",
+                     "weight_composition", "enhance_ratio", "lora_strength", "style_boost", "composition_boost",
+                     "image_weight", "prompt_weight", "strength"), "number"),
+    **dict.fromkeys(("short_side_tiles", "encode_batch_size", "enhance_tiles", "blur", "frames", "start_frame",
+                     "end_frame", "add_starting_frames", "add_ending_frames"), "number"),
+    **dict.fromkeys(("weight_type", "combine_embeds", "embeds_scaling", "interpolation", "crop_position", "preset",
+                     "provider", "model_name", "method", "timing", "layer_weights", "type"), "text"),
+    **dict.fromkeys(("unfold_batch", "faceid_v2", "plus", "ipadapter_plus", "pad_around", "add_weight",
+                     "expand_style"), "flag"),
+}
 _LOADER_SOCKETS = [("model", "MODEL"), ("ipadapter", "IPADAPTER")]
 
 SOURCES = {
     "IPAdapter": theirs("IPAdapter", [("model", "MODEL"), ("ipadapter", "IPADAPTER"), ("image", "IMAGE"),
                                       ("attn_mask", "MASK")],
-                        ["weight", "start_at", "end_at", "weight_type"], _MODEL),
+                        ["weight", "start_at", "end_at", "weight_type"], _MODEL,
+                        older=[["weight", "start_at", "end_at"]]),  # before 53a06f1 (2024-03-29)
     "IPAdapterAdvanced": theirs("IPAdapter Advanced", _APPLY_SOCKETS,
                                 ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "embeds_scaling"],
-                                _MODEL),
+                                _MODEL, older=[_BEFORE_SCALING["IPAdapterAdvanced"]]),
     "IPAdapterBatch": theirs("IPAdapter Batch (Adv.)", _APPLY_SOCKETS,
                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling", "encode_batch_size"],
-                             _MODEL),
+                             _MODEL, older=[["weight", "weight_type", "start_at", "end_at", "embeds_scaling"],
+                                            ["weight", "weight_type", "start_at", "end_at"]]),
     "IPAdapterFaceID": theirs("IPAdapter FaceID", _FACE_SOCKETS,
                               ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at", "end_at",
-                               "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
+                               "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")],
+                              older=[_BEFORE_SCALING["IPAdapterFaceID"],
+                                     # b334a5c to 1f38315 (April 2024): the Mad Scientist's layer_weights lived here
+                                     ["weight", "weight_faceidv2", "weight_type", "combine_embeds", "start_at",
+                                      "end_at", "embeds_scaling", "layer_weights"]]),
     "IPAdapterFaceIDKolors": theirs("IPAdapter FaceID Kolors", _FACE_SOCKETS,
                                     ["weight", "weight_faceidv2", "weight_kolors", "weight_type", "combine_embeds",
                                      "start_at", "end_at", "embeds_scaling"],
@@ -390,12 +484,17 @@ SOURCES = {
                                      "end_at", "embeds_scaling"], [("MODEL", "MODEL"), ("face_image", "IMAGE")]),
     "IPAdapterTiled": theirs("IPAdapter Tiled", _APPLY_SOCKETS,
                              ["weight", "weight_type", "combine_embeds", "start_at", "end_at", "sharpening",
-                              "embeds_scaling"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+                              "embeds_scaling"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")],
+                             older=[_BEFORE_SCALING["IPAdapterTiled"]]),
     "IPAdapterTiledBatch": theirs("IPAdapter Tiled Batch", _APPLY_SOCKETS,
                                   ["weight", "weight_type", "start_at", "end_at", "sharpening", "embeds_scaling",
-                                   "encode_batch_size"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")]),
+                                   "encode_batch_size"], [("MODEL", "MODEL"), ("tiles", "IMAGE"), ("masks", "MASK")],
+                                  older=[["weight", "weight_type", "start_at", "end_at", "sharpening",
+                                          "embeds_scaling"],
+                                         ["weight", "weight_type", "start_at", "end_at", "sharpening"]]),
     "IPAdapterEmbeds": theirs("IPAdapter Embeds", _EMBEDS_SOCKETS,
-                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL),
+                              ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL,
+                              older=[["weight", "weight_type", "start_at", "end_at"]]),
     "IPAdapterEmbedsBatch": theirs("IPAdapter Embeds Batch", _EMBEDS_SOCKETS,
                                    ["weight", "weight_type", "start_at", "end_at", "embeds_scaling"], _MODEL),
     "IPAdapterStyleComposition": theirs("IPAdapter Style & Composition SDXL", _SC_SOCKETS,
@@ -438,18 +537,21 @@ SOURCES = {
                                               [("model", "MODEL"), ("ipadapter", "IPADAPTER")]),
     "IPAdapterModelLoader": theirs("IPAdapter Model Loader", [], ["ipadapter_file"], [("IPADAPTER", "IPADAPTER")]),
     "IPAdapterInsightFaceLoader": theirs("IPAdapter InsightFace Loader", [], ["provider", "model_name"],
-                                         [("INSIGHTFACE", "INSIGHTFACE")]),
+                                         [("INSIGHTFACE", "INSIGHTFACE")],
+                                         older=[["provider"]]),  # before ce9b621 (2024-08-02): buffalo_l
     "IPAdapterEncoder": theirs("IPAdapter Encoder",
                                [("ipadapter", "IPADAPTER"), ("image", "IMAGE"), ("mask", "MASK"),
-                                ("clip_vision", "CLIP_VISION")], ["weight"],
-                               [("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS")]),
+                                ("clip_vision", "CLIP_VISION"), *[(f"image_{i}", "IMAGE") for i in range(1, 5)]],
+                               ["weight"], [("pos_embed", "EMBEDS"), ("neg_embed", "EMBEDS")],
+                               older=V1_ENCODER_LAYOUTS),
     "IPAdapterCombineEmbeds": theirs("IPAdapter Combine Embeds",
                                      [(f"embed{i}", "EMBEDS") for i in range(1, 6)], ["method"],
                                      [("EMBEDS", "EMBEDS")]),
     "IPAdapterNoise": theirs("IPAdapter Noise", [("image_optional", "IMAGE")], ["type", "strength", "blur"],
                              [("IMAGE", "IMAGE")]),
     "PrepImageForClipVision": theirs("Prep Image For ClipVision", [("image", "IMAGE")],
-                                     ["interpolation", "crop_position", "sharpening"], [("IMAGE", "IMAGE")]),
+                                     ["interpolation", "crop_position", "sharpening"], [("IMAGE", "IMAGE")],
+                                     older=[["interpolation", "crop_position", "sharpening", "add_weight"]]),
     "IPAdapterSaveEmbeds": theirs("IPAdapter Save Embeds", [("embeds", "EMBEDS")], ["filename_prefix"], []),
     "IPAdapterLoadEmbeds": theirs("IPAdapter Load Embeds", [], ["embeds"], [("EMBEDS", "EMBEDS")]),
     "IPAdapterRegionalConditioning": theirs(
@@ -465,7 +567,8 @@ SOURCES = {
         ["weights", "timing", "frames", "start_frame", "end_frame", "add_starting_frames", "add_ending_frames",
          "method"],
         [("weights", "FLOAT"), ("weights_invert", "FLOAT"), ("total_frames", "INT"), ("image_1", "IMAGE"),
-         ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")]),
+         ("image_2", "IMAGE"), ("weights_strategy", "WEIGHTS_STRATEGY")],
+        older=[["weights", "timing", "frames", "start_frame", "end_frame"]]),  # b5ee09e (2024-04-12) to 57e1caf
     # a subclass of IPAdapterWeights: its outputs too
     "IPAdapterWeightsFromStrategy": theirs(
         "IPAdapter Weights From Strategy", [("weights_strategy", "WEIGHTS_STRATEGY"), ("image", "IMAGE")], [],
@@ -477,6 +580,7 @@ SOURCES = {
     "IPAdapterCombineWeights": theirs("IPAdapter Combine Weights", [], ["weights_1", "weights_2"],
                                       [("weights", "FLOAT"), ("count", "INT")]),
 }
+SOURCES.update(V1_SOURCES)
 
 # The Flux IP-Adapter packs. Their loaders load adapter and image encoder in one node; here those are two nodes.
 _XLABS_APPLY = [("model", "MODEL"), ("ip_adapter_flux", "IP_ADAPTER_FLUX"), ("image", "IMAGE")]
@@ -609,16 +713,6 @@ PATCH_BLIND_SAMPLERS = {
 
 # IPAdapter_plus nodes with no counterpart here (yet): left as they are and reported with the reason.
 NOT_MAPPED = {
-    # IPAdapter_plus v1 (before its v2 rewrite): IPAdapter_plus itself no longer loads these.
-    "IPAdapterApply": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply (advanced)",
-    "IPAdapterApplyFaceID": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
-                            "FaceID",
-    "IPAdapterApplyEncoded": "an IPAdapter_plus v1 node (replaced in its v2): rebuild it with IPAdapter Kit: Apply "
-                             "(advanced) and its embeds input",
-    "IPAdapterBatchEmbeds": "an IPAdapter_plus v1 node (replaced in its v2): use IPAdapter Kit: Combine Embeds",
-    "InsightFaceLoader": "an IPAdapter_plus v1 node (replaced in its v2): use IPAdapter Kit: Load InsightFace",
-    "PrepImageForInsightFace": "an IPAdapter_plus v1 node (replaced in its v2): IPAdapter Kit: Apply FaceID crops "
-                               "faces itself",
 }
 # The extra nodes of lldacing's ComfyUI_PuLID_Flux_ll (a fork of ComfyUI-PuLID-Flux; its four nodes convert).
 PULID_FLUX_NOT_MAPPED = {
@@ -647,11 +741,17 @@ def simple_weight_type(value):
     return "linear", None
 
 
+TRUE_LANCZOS = "lanczos"  # PIL's Lanczos, once IPAdapter Kit: Prep Image offers it
 PLUS_INTERPOLATION = {"LANCZOS": "lanczos (antialiased bicubic)", "BICUBIC": "bicubic", "BILINEAR": "bilinear",
-                      "NEAREST": "nearest", "BOX": "area"}
+                      "NEAREST": "nearest", "BOX": "area",
+                      # their first PrepImageForClipVision (93d973a, September 2023) resized with torch's modes
+                      "bicubic": "bicubic", "bilinear": "bilinear", "nearest": "nearest", "area": "area",
+                      "nearest-exact": "nearest", "lanczos": "lanczos (antialiased bicubic)"}
 
 
 def interpolation(value):
+    if value in ("LANCZOS", "lanczos") and TRUE_LANCZOS in INTERPOLATIONS:
+        return TRUE_LANCZOS, None
     if value in PLUS_INTERPOLATION:
         new = PLUS_INTERPOLATION[value]
         if value in ("BICUBIC", "BILINEAR"):
@@ -661,12 +761,12 @@ def interpolation(value):
     return "bilinear", (LOSSY, f"interpolation {value!r} has no counterpart; 'bilinear' is used")
 
 
-PLUS_PROVIDERS = {"CPU": "CPU", "CUDA": "CUDA", "ROCM": "ROCm", "CoreML": "CoreML"}
+PLUS_PROVIDERS = {"ROCM": "ROCm"}  # their spelling -> ours; the others are spelt alike
 
 
 def provider(value):
-    if value in PLUS_PROVIDERS:
-        new = PLUS_PROVIDERS[value]
+    if PLUS_PROVIDERS.get(value, value) in PROVIDERS:
+        new = PLUS_PROVIDERS.get(value, value)
         if new != "CPU":
             return new, (NOTE, f"provider {new}: only offered when the installed onnxruntime has it")
         return new, None
@@ -682,6 +782,19 @@ def community_preset(value):
         return COMMUNITY_PRESETS[value], None
     return COMMUNITY_PRESETS["Composition"], (LOSSY, f"preset {value!r} is not a Community preset; 'Composition' "
                                                      "is used")
+
+
+# IPAdapter_plus v1's weight_type is how the weight scales the attention, which its v2 (and this pack) call
+# embeds_scaling: 'original' scales the adapter's attention output (= its values, 'V only'), 'linear' its keys and
+# values ('K+V'), 'channel penalty' its keys and the mean of its values by weight * channels / 1280.
+V1_SCALING = {"original": "V only", "linear": "K+V", "channel penalty": "K+mean(V) w/ C penalty"}
+
+
+def v1_embeds_scaling(value):
+    if value in V1_SCALING:
+        return V1_SCALING[value], None
+    return "V only", (LOSSY, f"weight_type {value!r} is not one of IPAdapter_plus v1's {list(V1_SCALING)}; "
+                             "embeds_scaling 'V only' (their 'original') is used")
 
 
 def combine_method(value):
@@ -773,6 +886,8 @@ class Extra:
     widgets: dict = field(default_factory=dict)
     values: dict = field(default_factory=dict)
     what: str = "part of it"
+    fixed: dict = field(default_factory=dict)  # our widget -> value
+    links: dict = field(default_factory=dict)  # our input -> their inputs of the converted node (first linked feeds it)
 
 
 @dataclass
@@ -830,10 +945,11 @@ RULES = {
     "IPAdapterAdvanced@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight")),
     "IPAdapterBatch": Rule("IPAKitApplyAdvanced", fixed={"unfold_batch": True}, drop=ENCODE_BATCH,
                            variants=(FACEID_VARIANT,)),
-    "IPAdapterBatch@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"), lossy=(NO_UNFOLD,),
-                                  drop=ENCODE_BATCH),
-    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid",)),
-    "IPAAdapterFaceIDBatch": Rule("IPAKitApplyFaceID", hooks=("faceid",), lossy=(NO_UNFOLD,)),
+    "IPAdapterBatch@faceid": Rule("IPAKitApplyFaceID", hooks=("faceid", "faceidv2_from_weight"),
+                                  fixed={"unfold_batch": True}, drop=ENCODE_BATCH),
+    "IPAdapterFaceID": Rule("IPAKitApplyFaceID", hooks=("faceid", "layer_weights"),
+                            rename={"layer_weights": "block_weights"}),  # its April 2024 layout had them
+    "IPAAdapterFaceIDBatch": Rule("IPAKitApplyFaceID", hooks=("faceid",), fixed={"unfold_batch": True}),
     "IPAdapterFaceIDKolors": Rule("IPAKitApplyFaceID", hooks=("faceid",)),
     "IPAdapterMS": Rule("IPAKitApplyAdvanced", rename={"layer_weights": "block_weights"}, hooks=("layer_weights",),
                         drop={"weight_faceidv2": ((ANY,), "only FaceID Plus v2 adapters use it"),
@@ -879,8 +995,7 @@ RULES = {
     "PrepImageForClipVision": Rule(
         "IPAKitPrepImage", values={"interpolation": interpolation}, hooks=("sharpening",)),
     "IPAdapterNoise": Rule(
-        "IPAKitNoiseImage", rename={"image_optional": "image"},
-        drop={"blur": ((0,), "blur the noise image with an image blur node instead")},
+        "IPAKitNoiseImage", rename={"image_optional": "image"}, hooks=("noise_blur",),
         notes=("the noise is drawn differently (same type and strength, other pixels; seeded by 'seed')",)),
     "IPAdapterRegionalConditioning": Rule("IPAKitRegionalConditioning"),
     "IPAdapterCombineParams": Rule("IPAKitCombineParams"),
@@ -891,6 +1006,56 @@ RULES = {
     # Their two inputs are FLOAT widgets (lists when linked); here both are schedule sockets.
     "IPAdapterCombineWeights": Rule("IPAKitCombineWeights"),
 }
+for _kind in ("IPAdapterAdvanced", "IPAdapterBatch", "IPAdapterMS", "IPAdapterEmbeds", "IPAdapterEmbedsBatch"):
+    RULES[_kind].hooks += ("precise_weight",)
+RULES["IPAdapterInsightFaceLoader"].hooks += ("insightface_pack",)
+RULES["IPAdapterEncoder"].variants += (("v1_encoder", "IPAdapterEncoder@v1"),)
+RULES["PrepImageForClipVision"].drop["add_weight"] = (
+    (False,), "it batched the prepared image twice (two copies of the same reference); connect the image twice "
+              "through Image Batch to keep that")
+
+# IPAdapter_plus v1. Its `noise` made the negative reference a distorted copy of the reference (elastic transform of
+# strength noise * 3.5, flipped both ways, plus gaussian noise of 0.3 - 0.25 * noise), seeded 0: here an IPAdapter
+# Kit: Noise Negative node ('shuffle', strength = noise) of the same image feeds image_negative.
+V1_BUFFALO = "buffalo_l"  # the InsightFace pack v1 always loaded
+V1_NOISE_NEGATIVE = Extra("IPAKitNoiseImage", {"strength": "noise"}, fixed={"type": "shuffle"},
+                          links={"image": ("image", "image_1")}, what="its noise (a noisy negative reference)")
+V1_APPLY = {"rename": {"weight_type": "embeds_scaling", "mask": "attn_mask"},
+            "values": {"embeds_scaling": v1_embeds_scaling}, "fixed": {"weight_type": "linear"},
+            "adds": {"noise": V1_NOISE_NEGATIVE}}
+V1_FACEID_HOOKS = ("v1_insightface_socket", "faceid", "v1_faceid_version", "v1_clip_vision_output", "v1_noise",
+                   "unfold_batch")
+RULES.update({
+    "IPAdapterApply": Rule("IPAKitApplyAdvanced", hooks=("v1_clip_vision_output", "v1_noise", "unfold_batch"),
+                           variants=(FACEID_VARIANT,), **V1_APPLY),
+    "IPAdapterApply@faceid": Rule("IPAKitApplyFaceID", hooks=V1_FACEID_HOOKS, **V1_APPLY),
+    "IPAdapterApplyFaceID": Rule("IPAKitApplyFaceID", hooks=V1_FACEID_HOOKS,
+                                 **{**V1_APPLY, "rename": {**V1_APPLY["rename"], "weight_v2": "weight_faceidv2"}}),
+    "IPAdapterApplyEncoded": Rule("IPAKitApplyAdvanced", hooks=("unfold_batch",),
+                                  **{**V1_APPLY, "rename": {"weight_type": "embeds_scaling"}, "adds": {}}),
+    "IPAdapterTilesMasked": Rule(
+        "IPAKitApplyTiled", hooks=("v1_noise",),
+        drop={"short_side_tiles": ((), "their tiles were short_side_tiles 224-pixel squares across the short side "
+                                       "plus the whole image; here square tiles follow the long side (overlap 0.15)"),
+              "tile_weight": ((), "their tiles' masks had this weight (the whole image 1.0); here each tile acts "
+                                  "with the full weight on its part of the picture")},
+        **{**V1_APPLY, "rename": {"weight_type": "embeds_scaling"},
+           "fixed": {"weight_type": "linear", "mode": TILE_MODES[0]}}),
+    # Its output only fed their v1 apply nodes, which take the image and CLIP vision here (hook
+    # v1_clip_vision_output); it stays as ComfyUI's own CLIP Vision Encode (the same center crop).
+    "IPAdapterCLIPVisionEncode": Rule("CLIPVisionEncode", fixed={"crop": "center"}),
+    "IPAdapterBatchEmbeds": Rule("IPAKitCombineEmbeds", fixed={"method": "concat"}),
+    "InsightFaceLoader": Rule("IPAKitInsightFaceLoader", values={"provider": provider},
+                              fixed={"pack": V1_BUFFALO}),
+    "PrepImageForInsightFace": Rule(
+        "IPAKitPrepImage", hooks=("sharpening",), fixed={"size": 640, "interpolation": interpolation("LANCZOS")[0]},
+        drop={"pad_around": ((False,), "their 580-pixel image inside a 30-pixel white border (it helped InsightFace "
+                                       "find faces touching the edge) is a plain 640-pixel image here")}),
+    "IPAdapterEncoder@v1": Rule(
+        "IPAKitEncode", rename={"image_1": "image"}, hooks=("v1_encoder", "v1_noise"),
+        drop={name: ((ANY,), "the adapter here tells plus models apart itself") for name in ("plus", "ipadapter_plus")},
+        adds={"noise": V1_NOISE_NEGATIVE}),
+})
 
 # The Flux packs. Their adapter files stay where they are (this pack also searches models/xlabs/ipadapters and
 # models/ipadapter-flux); their encoder moves to a CLIP vision loader node of its own, linked to each apply node.

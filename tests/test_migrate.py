@@ -120,11 +120,16 @@ def test_rules_name_only_known_nodes_and_inputs(object_info):
             extra_names = {s["name"] for s in mapping.TARGETS[extra.target]["inputs"] if s.get("widget")}
             assert set(extra.widgets) <= extra_names and set(extra.values) <= extra_names, key
             assert set(extra.widgets.values()) <= widgets, key
+            assert set(extra.fixed) <= extra_names, key
+            extra_sockets = {s["name"] for s in mapping.TARGETS[extra.target]["inputs"] if not s.get("widget")}
+            assert set(extra.links) <= extra_sockets, key
+            assert all(set(names) & set(source["sockets"]) for names in extra.links.values()), key
     assert not set(mapping.RULES) & set(mapping.NOT_MAPPED)
     assert set(mapping.PACK_OF) == set(mapping.SOURCES)
-    for kind in mapping.SOURCES:  # earlier releases' layouts are told apart by their number of values
-        counts = [len(layout) for layout in mapping.widget_layouts(kind)]
-        assert len(counts) == len(set(counts)), kind
+    for kind in mapping.SOURCES:  # earlier releases' layouts are told apart by their number and kinds of values
+        signatures = [tuple(mapping.WIDGET_KINDS.get(name) for name in layout)
+                      for layout in mapping.widget_layouts(kind)]
+        assert len(signatures) == len(set(signatures)), kind
 
 
 def test_migrate_imports_only_the_standard_library():
@@ -280,10 +285,10 @@ def test_faceid_without_an_insightface_source_is_reported():
 
 def test_widget_layout_from_another_version_is_left_alone():
     workflow = load("unified_simple")
-    nodes_by_id(workflow)[7]["widgets_values"] = [0.8, 0.0, 1.0]
+    nodes_by_id(workflow)[7]["widgets_values"] = [0.8, 0.0]  # no release of theirs saved two
     result = convert(workflow)
     assert nodes_by_id(result.workflow)[7]["type"] == "IPAdapter"
-    assert any(line.startswith("unmapped: node 7 IPAdapter: left as it is: its 3 widget values")
+    assert any(line.startswith("unmapped: node 7 IPAdapter: left as it is: its 2 widget values")
                for line in result.report)
     assert result.exit_code == 2
 
