@@ -48,6 +48,8 @@ def inexact_reason(kind):
     """Why the rule of source node type `kind` cannot be a node replacement, or None when it can."""
     rule, source = RULES[kind], SOURCES[kind]
     target = TARGETS[rule.target]
+    if not rule.target.startswith("IPAKit"):
+        return f"its counterpart {rule.target} is a core node, not one of this pack's"
     steps = [what for what, present in (("translates values", rule.values), ("has variants", rule.variants),
                                         ("needs converter hooks", rule.hooks), ("adds nodes", rule.adds),
                                         ("is reported as lossy", rule.lossy), ("comes with notes", rule.notes),

@@ -30,16 +30,18 @@ def by_old_id():
 # ---------------------------------------------------------------- the derived list
 def test_exactly_the_rules_the_api_can_express_are_replaced():
     assert {old: spec["new_node_id"] for old, spec in by_old_id().items()} == {
-        "IPAdapterModelLoader": "IPAKitModelLoader", "IPAdapterUnifiedLoader": "IPAKitUnifiedLoader"}
+        "IPAdapterModelLoader": "IPAKitModelLoader", "IPAdapterUnifiedLoader": "IPAKitUnifiedLoader",
+        "IPAdapterPromptScheduleFromWeightsStrategy": "IPAKitPromptScheduleFromStrategy"}
     plus_rules = [kind for kind in mapping.RULES if mapping.PACK_OF.get(kind) == mapping.PLUS]
     left_out = {kind: replacements.inexact_reason(kind) for kind in plus_rules if kind not in by_old_id()}
     assert all(left_out.values()), left_out
     assert "variants" in left_out["IPAdapterAdvanced"]  # FaceID adapters go to another node
     assert "translates values" in left_out["IPAdapterCombineEmbeds"]
     assert "outputs" in left_out["IPAdapterEncoder"]
-    assert "drops combine_embeds" in left_out["IPAdapterClipVisionEnhancer"]
+    assert "optional input" in left_out["IPAdapterClipVisionEnhancer"]
     # the server's replacement reads every mapped old input, and an unlinked optional one is not in the prompt
     assert "optional input" in left_out["IPAdapterPreciseStyleTransfer"]
+    assert "core node" in left_out["IPAdapterCLIPVisionEncode"]  # v1's encoder: replacements name this pack's nodes
 
 
 def test_each_mapping_names_real_inputs_and_outputs_of_both_nodes():
