@@ -18,7 +18,7 @@ from typing import Optional
 import torch
 import torch.nn.functional as F
 
-from .errors import IncompatibleModelError, InvalidInputError
+from .errors import IncompatibleModelError, InvalidInputError, counted
 from .pulid import PROJECTIONS, identity_mass, joined_term
 
 # transformer_options entry (set by the UNet families' model wrapper) holding the attn2 replace table in use:
@@ -60,9 +60,10 @@ class ImagePrompt:
         if self.frame_weights is not None and not self.frame_weights:
             raise InvalidInputError("frame_weights is empty; give one weight per frame.")
         if len(self.ref_weights) != self.references:
-            raise InvalidInputError(f"{len(self.ref_weights)} reference weights for {self.references} references.")
+            raise InvalidInputError(f"{counted(len(self.ref_weights), 'reference weight')} for "
+                                    f"{counted(self.references, 'reference')}.")
         if self.masks is not None and self.masks.shape[0] != self.references:
-            raise InvalidInputError(f"{self.masks.shape[0]} masks for {self.references} references; give one mask "
+            raise InvalidInputError(f"{counted(self.masks.shape[0], 'mask')} for {counted(self.references, 'reference')}; give one mask "
                                     "per reference image (or one mask for all).")
 
     @property

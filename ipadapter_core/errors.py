@@ -30,3 +30,8 @@ def listing(names, prefix="", limit=6):
     names = sorted(names)
     shown = ", ".join(prefix + n for n in names[:limit])
     return shown + (f" (and {len(names) - limit} more)" if len(names) > limit else "")
+
+
+def counted(count, noun):
+    """'1 mask', '2 masks': a count with its noun in the right number."""
+    return f"{count} {noun}{'s' * (count != 1)}"

@@ -3,12 +3,11 @@ import os
 import weakref
 
 import comfy.clip_vision
-import folder_paths
 from comfy_api.latest import io
 
 from ..ipadapter_core import siglip_head
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError, IPAdapterError
-from . import model_cache
+from . import model_cache, paths
 
 CATEGORY = "ipadapter_kit"
 ENCODER = "SigLIP so400m-patch14-384 (its pooled output)"
@@ -59,7 +58,7 @@ class CLIPVisionLoader(io.ComfyNode):
             description="Loads a CLIP vision file with ComfyUI's own loader and also keeps SigLIP's attention-"
                         "pooling head when the file has it, which the InstantX Flux IP-Adapter needs. Works for "
                         "every CLIP vision file.",
-            inputs=[io.Combo.Input("clip_name", options=folder_paths.get_filename_list("clip_vision"),
+            inputs=[io.Combo.Input("clip_name", options=paths.weight_files("clip_vision"),
                                    tooltip="A file in models/clip_vision (for InstantX Flux: the full "
                                            "siglip-so400m-patch14-384 model.safetensors).")],
             outputs=[io.ClipVision.Output()],

@@ -5,14 +5,13 @@ import dataclasses
 import torch
 
 import comfy.model_management
-import folder_paths
 from comfy_api.latest import io
 
 from ..ipadapter_core import embeds as core_embeds
 from ..ipadapter_core import keypoints as core_keypoints
 from ..ipadapter_core.attention import ImagePrompt
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
-from . import clip_encode, faces, model_cache, patching
+from . import clip_encode, faces, model_cache, patching, paths
 from .types import FaceTokens, InsightFace, IPAdapter
 
 CATEGORY = "ipadapter_kit/instantid"
@@ -183,7 +182,7 @@ class InstantIDLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads InstantX's InstantID adapter (ip-adapter.bin) from models/instantid; recognised by its "
                         "tensors, loaded without running code from the file.",
-            inputs=[io.Combo.Input("instantid_file", options=folder_paths.get_filename_list(FOLDER),
+            inputs=[io.Combo.Input("instantid_file", options=paths.weight_files(FOLDER),
                                    tooltip="InstantID's ip-adapter.bin in models/instantid.")],
             outputs=[IPAdapter.Output(display_name="INSTANTID")],
         )

@@ -11,7 +11,7 @@ import comfy.patcher_extension
 from ..ipadapter_core import embeds as core_embeds
 from ..ipadapter_core import families
 from ..ipadapter_core.attention import ImagePrompt
-from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError, counted
 from . import model_cache
 
 WRAPPER_KEY = "ipadapter_kit"
@@ -62,7 +62,7 @@ def parse_number_list(text, what, count):
     if len(values) == 1:
         return values * count
     if len(values) != count:
-        raise InvalidInputError(f"{what}: {len(values)} values for {count} references; give one value per reference "
+        raise InvalidInputError(f"{what}: {counted(len(values), 'value')} for {counted(count, 'reference')}; give one value per reference "
                                 "image, or a single value for all.")
     return values
 
@@ -83,7 +83,7 @@ def prepare_masks(attn_mask, count, what="attn_mask", hint=SEPARATE_HINT):
     if mask.shape[0] == 1:
         return mask.expand(count, -1, -1).float()
     if mask.shape[0] != count:
-        raise InvalidInputError(f"{what}: {mask.shape[0]} masks for {count} reference{'s' * (count != 1)}. {hint}")
+        raise InvalidInputError(f"{what}: {counted(mask.shape[0], 'mask')} for {counted(count, 'reference')}. {hint}")
     return mask.float()
 
 

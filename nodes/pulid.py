@@ -16,7 +16,7 @@ from ..ipadapter_core.families import flux as core_flux
 from ..ipadapter_core.attention import ImagePrompt
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from ..ipadapter_core.loading import read_state_dict
-from . import clip_encode, faces, model_cache, patching
+from . import clip_encode, faces, model_cache, patching, paths
 from .types import EVAClip, InsightFace, IPAdapter
 
 CATEGORY = "ipadapter_kit/pulid"
@@ -189,7 +189,7 @@ class PuLIDLoader(io.ComfyNode):
             category=CATEGORY,
             description="Loads a PuLID file from models/pulid: the SDXL release (ip-adapter_pulid_sdxl_fp16) or "
                         "PuLID-Flux (pulid_flux_v0.9.x), recognised by its tensors.",
-            inputs=[io.Combo.Input("pulid_file", options=folder_paths.get_filename_list(FOLDER),
+            inputs=[io.Combo.Input("pulid_file", options=paths.weight_files(FOLDER),
                                    tooltip="A PuLID release (SDXL or Flux) in models/pulid.")],
             outputs=[IPAdapter.Output(display_name="PULID")],
         )
@@ -214,7 +214,7 @@ class EVACLIPLoader(io.ComfyNode):
                         "face parser (models/facexlib) that PuLID reads the face with; nothing is downloaded.",
             inputs=[io.Combo.Input("eva_file", options=eva_files(),
                                    tooltip="EVA02_CLIP_L_336_psz14_s6B.pt (QuanSun/EVA-CLIP)."),
-                    io.Combo.Input("parser_file", options=folder_paths.get_filename_list(PARSER_FOLDER),
+                    io.Combo.Input("parser_file", options=paths.weight_files(PARSER_FOLDER),
                                    tooltip="facexlib's parsing_bisenet.pth.")],
             outputs=[EVAClip.Output(display_name="EVA_CLIP")],
         )

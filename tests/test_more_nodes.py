@@ -5,7 +5,7 @@ from safetensors.torch import save_file
 
 from ipadapter_kit.ipadapter_core import image_ops, weight_types
 from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError, InvalidInputError
-from ipadapter_kit.nodes import apply, composite, embeds_nodes, image_nodes, model_cache, patching, weights_nodes
+from ipadapter_kit.nodes import apply, composite, embeds_nodes, image_nodes, model_cache, weights_nodes
 from ipadapter_kit.nodes.presets import load_clip_vision
 from test_invariants import reference, sample
 
