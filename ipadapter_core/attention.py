@@ -41,8 +41,8 @@ class ImagePrompt:
     inverted_layers: frozenset = frozenset()  # layers where the image steers the negative pass only
     embeds_scaling: str = "V only"
     sigma_range: Optional[tuple] = None  # (sigma_start, sigma_end): active while end <= sigma <= start
-    unfold_batch: bool = False  # reference r conditions latent r (mod R) instead of every latent
-    frame_weights: Optional[tuple] = None  # multiplier per latent of the batch (animations), cycled
+    unfold_batch: bool = False  # reference r conditions latent r (the last one past R) instead of every latent
+    frame_weights: Optional[tuple] = None  # multiplier per latent of the batch (animations), last one held
     joined: bool = False  # cond holds encoder outputs whose per-step tokens join into one reference (concat, SD3.5)
     projection: str = "none"  # PuLID: how the term joins the text attention output (pulid.PROJECTIONS)
 
@@ -224,6 +224,12 @@ def frame_indices(options, batch, chunks):
     return frames
 
 
+def frame_entry(frame, count):
+    """The entry of a per-frame list (references, weights) a frame reads: its own, the last one past the end (as
+    IPAdapter_plus pads a short list with its last entry)."""
+    return min(frame, count - 1)
+
+
 def chunk_frames(batch, chunks, frames=None):
     """The frame of each latent of one cond/uncond chunk: the given absolute frames, else 0, 1, 2, ..."""
     return frames if frames is not None else range(batch // len(chunks))
@@ -325,7 +331,8 @@ class ImageAttention:
             for chunk in cond_or_uncond:
                 kind = 1 if chunk == 1 else 0
                 for frame in frames:
-                    rows.append(kind * prompt.references + frame % prompt.references if prompt.unfold_batch else kind)
+                    rows.append(kind * prompt.references + frame_entry(frame, prompt.references) if prompt.unfold_batch
+                                else kind)
             hit = torch.tensor(rows, device=device)
             self._index[key] = hit
         return hit
@@ -337,7 +344,7 @@ class ImageAttention:
         hit = self._frames.get(key)
         if hit is None:
             weights = prompt.frame_weights
-            rows = [weights[frame % len(weights)] for _ in cond_or_uncond
+            rows = [weights[frame_entry(frame, len(weights))] for _ in cond_or_uncond
                     for frame in chunk_frames(batch, cond_or_uncond, frames)]
             hit = torch.tensor(rows, device=device, dtype=dtype).view(-1, 1, 1)
             self._frames[key] = hit

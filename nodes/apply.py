@@ -138,7 +138,7 @@ class ApplyAdvanced(io.ComfyNode):
                                         "s<i>:<w>' (double / single blocks, d* / s* for all); for SD3.5 '<i>:<w>' "
                                         "(joint blocks 0..37, * for all). Multiplied by weight."),
                 io.Boolean.Input("unfold_batch", default=False, optional=True,
-                                 tooltip="Animation: reference i conditions latent i (cycling) instead of all."),
+                                 tooltip="Animation: reference i conditions latent i instead of all (latents past the last reference take the last one)."),
                 io.Image.Input("image", optional=True, tooltip="Reference image(s) (or connect embeds)."),
                 Embeds.Input("embeds", optional=True, tooltip="Pre-encoded references from the Encode node."),
                 io.Image.Input("image_negative", optional=True,

@@ -29,7 +29,7 @@ def schedule_inputs():
 
 def unfold_input():
     return io.Boolean.Input("unfold_batch", default=False, optional=True,
-                            tooltip="Animation: reference i conditions latent i (cycling) instead of all.")
+                            tooltip="Animation: reference i conditions latent i instead of all (latents past the last reference take the last one).")
 
 
 def frame_weights_input():

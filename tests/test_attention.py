@@ -138,6 +138,17 @@ def test_unfold_batch_gives_each_latent_its_reference(weights):
         assert torch.allclose(out[row:row + 1], alone, atol=1e-5), row
 
 
+def test_unfold_batch_past_the_last_reference_holds_it(weights):
+    q, k, v = qkv(batch=6)
+    p = prompt(weights, refs=2, unfold_batch=True)
+    out = IPAdapterPatch("SD1.5", [p], sdpa)(q, k, v, {**options(batch=6), "cond_or_uncond": [0]})  # 6 frames
+    for row, ref in enumerate((0, 1, 1, 1, 1, 1)):  # as IPAdapter_plus pads references with the last one
+        single = prompt(weights, cond=p.cond[ref:ref + 1], uncond=p.uncond[ref:ref + 1])
+        alone = IPAdapterPatch("SD1.5", [single], sdpa)(q[row:row + 1], k[row:row + 1], v[row:row + 1],
+                                                         {**options(batch=1), "cond_or_uncond": [0]})
+        assert torch.allclose(out[row:row + 1], alone, atol=1e-5), row
+
+
 def test_sigma_range_gates_per_batch_element(weights):
     q, k, v = qkv()
     p = prompt(weights, sigma_range=(5.0, 1.0))
@@ -203,3 +214,14 @@ def test_frame_weights_scale_each_latent_of_the_batch(weights):
         q, k, v, options(batch=4)) - base  # chunks [uncond x2, cond x2]: frames 0, 1, 0, 1
     for row, factor in enumerate((1.0, 0.25, 1.0, 0.25)):
         assert torch.allclose(framed[row], factor * full[row], atol=1e-6)
+
+
+
+def test_frame_weights_past_the_last_frame_hold_the_last_weight(weights):
+    q, k, v = qkv(batch=5)
+    opts = {**options(batch=5), "cond_or_uncond": [0]}  # one chunk of 5 frames
+    base = sdpa(q, k, v, HEADS)
+    full = IPAdapterPatch("SD1.5", [prompt(weights)], sdpa)(q, k, v, opts) - base
+    framed = IPAdapterPatch("SD1.5", [prompt(weights, frame_weights=(0.5, 1.0, 0.25))], sdpa)(q, k, v, opts) - base
+    for row, factor in enumerate((0.5, 1.0, 0.25, 0.25, 0.25)):
+        assert torch.allclose(framed[row], factor * full[row], atol=1e-6), row

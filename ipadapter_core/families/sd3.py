@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..attention import TokenLayout, layout_masks, mask_grid, sigma_gate
+from ..attention import TokenLayout, frame_entry, layout_masks, mask_grid, sigma_gate
 from ..errors import InvalidInputError
 from . import dit
 
@@ -310,7 +310,7 @@ class JointBlockPatch:
         t_emb = t_emb[:batch]
         ref_weights = torch.tensor(prompt.ref_weights, device=device)
         frame_weights = torch.ones(batch, device=device) if prompt.frame_weights is None else torch.tensor(
-            [prompt.frame_weights[f % len(prompt.frame_weights)] for f in frames], device=device)
+            [prompt.frame_weights[frame_entry(f, len(prompt.frame_weights))] for f in frames], device=device)
         masks = None if prompt.masks is None else self._resized_masks(i, prompt, step, tokens, device)
         if prompt.unfold_batch:
             refs = torch.tensor([f % prompt.cond.shape[0] for f in frames], device=device)
@@ -335,7 +335,7 @@ class JointBlockPatch:
             frames = [frame for _ in chunks for frame in range(per_chunk)]
             references = prompt.cond.shape[0]
             if prompt.unfold_batch:
-                rows = [[kind * references + frame % references for kind, frame in zip(kinds, frames)]]
+                rows = [[kind * references + frame_entry(frame, references) for kind, frame in zip(kinds, frames)]]
             else:
                 rows = [[kind * references + r for kind in kinds] for r in range(references)]
             hit = torch.tensor(rows, device=device), frames
