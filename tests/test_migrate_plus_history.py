@@ -1,8 +1,9 @@
 """The converter on every workflow IPAdapter_plus ever published in its examples/ folder (v1 of 2023 to v2 of August
 2024; tests/data/ipadapter_plus_examples/README.md), on each historical widget layout of its nodes, on its precise
 weight types (against its own per-block formula) and on its per-frame weights. Every converted example runs through
-the server on the tiny models (other packs' nodes on the test host's stand-ins in tests/host_support: ComfyUI_essentials,
-ComfyUI_FaceAnalysis, ComfyUI-Kolors-MZ on a tiny Kolors); in a few of each era the adapter visibly acts."""
+the server on the tiny models (other packs' nodes on the test host's stand-ins in tests/host_support:
+ComfyUI_essentials, ComfyUI_FaceAnalysis, ComfyUI-Kolors-MZ on a tiny Kolors); in a few of each era the adapter
+visibly acts."""
 import json
 import pathlib
 import types
