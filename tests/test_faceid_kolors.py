@@ -357,6 +357,10 @@ def test_kolors_faceid_through_the_server_on_the_tiny_kolors(comfy_server, objec
     without = server_image(comfy_server, plain)
     assert np.array_equal(server_image(comfy_server, faceid(0.0)), without)
     assert np.abs(server_image(comfy_server, faceid(1.0)) - without).max() > 0
+    legacy = {**faceid(1.0), **{key: node for key, node in kolors_graph(legacy=True).items() if key != "sampler"}}
+    entry = comfy_server.run(legacy)  # MZ's legacy loader leaves no encoder_hid_proj on the model
+    status = json.dumps(entry["status"])
+    assert entry["status"]["status_str"] == "error" and "KolorsUNETLoaderV2" in status, status[:3000]
 
 
 def test_kolors_ip_adapter_plus_through_the_server_on_the_legacy_loader(comfy_server, object_info):
