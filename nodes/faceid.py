@@ -130,8 +130,9 @@ def context_projection(model, adapter):
         raise IncompatibleModelError(
             f"{adapter.name} is Kolors FaceID-Plus: its {spec.token_dim}-wide tokens (ChatGLM's width) go through the "
             f"Kolors UNet's encoder_hid_proj ({spec.token_dim} -> {spec.cross_dim}), but this model has {found}. "
-            "Load the Kolors UNet with a loader that keeps encoder_hid_proj (e.g. ComfyUI-Kolors-MZ's Kolors UNET "
-            "loader), or use Kolors-IP-Adapter-Plus.")
+            "Load the Kolors UNet with a loader that keeps encoder_hid_proj on the model (e.g. ComfyUI-Kolors-MZ's "
+            "KolorsUNETLoaderV2; its legacy Kolors UNET Loader hands it to the text encode instead), or use "
+            "Kolors-IP-Adapter-Plus.")
     return weight.detach(), bias.detach()
 
 

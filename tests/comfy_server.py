@@ -44,7 +44,7 @@ class ComfyServer:
         lines = ["ipadapter_kit_tests:", f"  base_path: {models}"]
         lines += [f"  {name}: {name}/" for name in ("checkpoints", "clip_vision", "insightface", "loras",
                                                     "controlnet", "vae", "instantid", "pulid", "clip",
-                                                    "facexlib")]
+                                                    "facexlib", "unet", "LLM")]
         # models/ipadapter plus the Flux packs' folders, as a user who kept them would list them
         lines += ["  ipadapter: |", "    ipadapter/", "    ipadapter-flux/", "    xlabs/ipadapters/"]
         path = self.work / "extra_model_paths.yaml"

@@ -1,7 +1,12 @@
-"""Kolors FaceID-Plus (detection, projection formula, Apply FaceID) and every unified-loader preset's file picks."""
+"""Kolors FaceID-Plus (detection, projection formula, Apply FaceID) and every unified-loader preset's file picks;
+Kolors FaceID-Plus and IP-Adapter Plus through the server on the tiny Kolors."""
+import json
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 import folder_paths
 from ipadapter_kit.ipadapter_core import adapter as core_adapter
@@ -9,7 +14,8 @@ from ipadapter_kit.ipadapter_core.errors import IncompatibleModelError, InvalidI
 from ipadapter_kit.nodes import clip_encode, faceid, faces, model_cache, presets
 from test_sdxl import sample as sample_sdxl
 from tinymodels import comfy_models, ipadapter_files
-from tinymodels.world import CLIP_VISION_FILES, face_image
+from tinymodels.world import (CLIP_VISION_FILES, FACE_IMAGES, KOLORS_CHATGLM, KOLORS_UNET, REFERENCE_IMAGES, SDXL_VAE,
+                              face_image)
 
 KOLORS = ipadapter_files.KOLORS_FACEID
 CLIP_L336 = CLIP_VISION_FILES["vit-l-336"]
@@ -281,3 +287,98 @@ def test_weight_kolors_on_another_adapter_is_reported_and_changes_nothing(sd15, 
     assert "weight_kolors only acts on Kolors FaceID-Plus" in caplog.text
     key = ("input", 1, 0)
     assert torch.equal(prompt_of(scaled, key).cond, prompt_of(plain, key).cond)
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Through the server on the tiny Kolors that the ComfyUI-Kolors-MZ stand-ins load (tests/host_support/kolors_mz.py):
+# MZ's V2 loader keeps encoder_hid_proj on the diffusion model (what Kolors FaceID-Plus reads), its legacy loader
+# hands it to the ChatGLM3 text encode instead.
+def kolors_graph(legacy=False, seed=3):
+    """Tiny Kolors text-to-image (3 steps, 64 px); node "unet" feeds the sampler through "sampler_model"."""
+    unet = ("MZ_KolorsUNETLoader" if legacy else "MZ_KolorsUNETLoaderV2", {"unet_name": KOLORS_UNET})
+    text = {"chatglm3_model": ["glm", 0]} | ({"hid_proj": ["unet", 1]} if legacy else {})
+    encode = "MZ_ChatGLM3" if legacy else "MZ_ChatGLM3_V2"
+    nodes = {
+        "unet": unet,
+        "glm": ("MZ_ChatGLM3Loader", {"chatglm3_checkpoint": KOLORS_CHATGLM}),
+        "pos": (encode, {**text, "text": "closeup photo of a woman"}),
+        "neg": (encode, {**text, "text": "blurry"}),
+        "vae": ("VAELoader", {"vae_name": SDXL_VAE}),
+        "latent": ("EmptyLatentImage", {"width": 64, "height": 64, "batch_size": 1}),
+        "sampler": ("KSampler", {"model": ["unet", 0], "seed": seed, "steps": 3, "cfg": 5.0,
+                                 "sampler_name": "euler", "scheduler": "normal", "positive": ["pos", 0],
+                                 "negative": ["neg", 0], "latent_image": ["latent", 0], "denoise": 1.0}),
+        "decode": ("VAEDecode", {"samples": ["sampler", 0], "vae": ["vae", 0]}),
+        "save": ("SaveImage", {"images": ["decode", 0], "filename_prefix": "kolors"}),
+    }
+    return {key: {"class_type": kind, "inputs": inputs} for key, (kind, inputs) in nodes.items()}
+
+
+def with_adapter(prompt, apply_kind, inputs, object_info):
+    """The graph with an apply node between the loader and the sampler; its other required inputs at their
+    defaults."""
+    required = object_info[apply_kind]["input"]["required"]
+    defaults = {name: spec[1]["default"] for name, spec in required.items()
+                if len(spec) > 1 and isinstance(spec[1], dict) and "default" in spec[1]}
+    prompt = {**prompt, "apply": {"class_type": apply_kind, "inputs": {**defaults, "model": ["unet", 0], **inputs}}}
+    prompt["sampler"] = {**prompt["sampler"], "inputs": {**prompt["sampler"]["inputs"], "model": ["apply", 0]}}
+    return prompt
+
+
+def server_image(server, prompt):
+    entry = server.run(prompt)
+    assert entry["status"]["status_str"] == "success", json.dumps(entry["status"], indent=1)[:3000]
+    (path,) = server.output_images(entry)
+    with Image.open(path) as image:
+        return np.asarray(image).astype(np.int16)
+
+
+@pytest.fixture(scope="module")
+def object_info(comfy_server):
+    return comfy_server.get("/object_info")
+
+
+def test_kolors_faceid_through_the_server_on_the_tiny_kolors(comfy_server, object_info):
+    """IPAKitApplyFaceID with Kolors FaceID-Plus on MZ's V2 Kolors UNet: weight 0 is the plain picture, 1 differs."""
+    plain = kolors_graph()
+    shared = {
+        "adapter": {"class_type": "IPAKitModelLoader", "inputs": {"ipadapter_file": KOLORS}},
+        "face": {"class_type": "LoadImage", "inputs": {"image": FACE_IMAGES[0]}},
+        "insightface": {"class_type": "IPAKitInsightFaceLoader",
+                        "inputs": {"pack": "antelopev2", "provider": "CPU", "det_size": 640}},
+        "clip_vision": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_L336}},
+    }
+
+    def faceid(weight):
+        inputs = {"ipadapter": ["adapter", 0], "insightface": ["insightface", 0], "image": ["face", 0],
+                  "clip_vision": ["clip_vision", 0], "weight": weight, "weight_faceidv2": 1.0, "weight_kolors": 1.0}
+        return with_adapter({**plain, **shared}, "IPAKitApplyFaceID", inputs, object_info)
+
+    without = server_image(comfy_server, plain)
+    assert np.array_equal(server_image(comfy_server, faceid(0.0)), without)
+    assert np.abs(server_image(comfy_server, faceid(1.0)) - without).max() > 0
+    legacy = {**faceid(1.0), **{key: node for key, node in kolors_graph(legacy=True).items() if key != "sampler"}}
+    entry = comfy_server.run(legacy)  # MZ's legacy loader leaves no encoder_hid_proj on the model
+    status = json.dumps(entry["status"])
+    assert entry["status"]["status_str"] == "error" and "KolorsUNETLoaderV2" in status, status[:3000]
+
+
+def test_kolors_ip_adapter_plus_through_the_server_on_the_legacy_loader(comfy_server, object_info):
+    """IPAKitApplyAdvanced with Kolors-IP-Adapter-Plus on MZ's legacy loader (encoder_hid_proj applied by the text
+    encode): weight 0 is the plain picture, 1 differs; the plain picture is the V2 loader's (same tiny Kolors)."""
+    plain = kolors_graph(legacy=True)
+    shared = {
+        "adapter": {"class_type": "IPAKitModelLoader", "inputs": {"ipadapter_file": "Kolors-IP-Adapter-Plus.bin"}},
+        "reference": {"class_type": "LoadImage", "inputs": {"image": REFERENCE_IMAGES[0]}},
+        "clip_vision": {"class_type": "CLIPVisionLoader", "inputs": {"clip_name": CLIP_L336}},
+    }
+
+    def plus(weight):
+        inputs = {"ipadapter": ["adapter", 0], "image": ["reference", 0], "clip_vision": ["clip_vision", 0],
+                  "weight": weight}
+        return with_adapter({**plain, **shared}, "IPAKitApplyAdvanced", inputs, object_info)
+
+    without = server_image(comfy_server, plain)
+    assert np.array_equal(server_image(comfy_server, kolors_graph()), without)
+    assert np.array_equal(server_image(comfy_server, plus(0.0)), without)
+    assert np.abs(server_image(comfy_server, plus(1.0)) - without).max() > 0

@@ -2,7 +2,8 @@
 CLIP-vision files and diffusers-format SDXL ControlNets (the tiny InstantID IdentityNet).
 
 Linked into custom_nodes/ by scripts/setup_host.sh; never part of the published pack. It adds model
-configs matched by the tiny shapes (real files never match them) and exports no nodes.
+configs matched by the tiny shapes (real files never match them) and registers stand-ins for the other packs' nodes
+that IPAdapter_plus examples use (essentials.py, face_analysis.py, kolors_mz.py: same ids and inputs, test only).
 """
 import json
 import logging
@@ -203,4 +204,9 @@ if TinySD15 not in comfy.supported_models.models:
     comfy.model_detection.unet_config_from_diffusers_unet = unet_config_from_diffusers_unet
     logging.info("ipadapter-kit test support: tiny model configs registered")
 
-NODE_CLASS_MAPPINGS = {}
+import essentials  # noqa: E402
+import face_analysis  # noqa: E402
+import kolors_mz  # noqa: E402
+
+NODE_CLASS_MAPPINGS = {**essentials.NODE_CLASS_MAPPINGS, **face_analysis.NODE_CLASS_MAPPINGS,
+                       **kolors_mz.NODE_CLASS_MAPPINGS}

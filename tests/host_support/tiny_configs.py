@@ -173,3 +173,10 @@ SD3_CLIP_L = {**SD15_TEXT, "hidden_size": 12, "projection_dim": 12, "intermediat
 SD3_CLIP_G = {**SD15_TEXT, "hidden_act": "gelu", "hidden_size": 20, "projection_dim": 20, "intermediate_size": 40,
               "num_hidden_layers": 3}
 SD3_T5 = {**FLUX_T5, "d_model": SD3_CONTEXT}
+
+# Kolors: the SDXL layout read by ChatGLM3 (4096 wide, KOLORS_CHATGLM_WIDTH here). Its UNet maps the text through
+# encoder_hid_proj (4096 -> 2048 real, -> the tiny SDXL context here) and takes the pooled ChatGLM state in y.
+KOLORS_CHATGLM_WIDTH = 128
+KOLORS_CHATGLM_TOKENS = 256  # MZ pads every prompt to 256 tokens
+KOLORS_UNET = {**SDXL_UNET, "adm_in_channels": KOLORS_CHATGLM_WIDTH + 6 * 256}
+KOLORS_SAMPLING = {"beta_schedule": "linear", "linear_start": 0.00085, "linear_end": 0.014, "timesteps": 1100}

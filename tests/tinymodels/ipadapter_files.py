@@ -17,7 +17,7 @@ LORA_RANK = 8
 # Kwai-Kolors' FaceID-Plus: ChatGLM-wide tokens (4096 real, KOLORS_TOKEN_WIDTH here) that the Kolors UNet's
 # encoder_hid_proj maps to its cross-attention width (2048 real, the tiny SDXL context here) before to_k_ip / to_v_ip.
 KOLORS_FACEID = "Kolors-IP-Adapter-FaceID-Plus.bin"
-KOLORS_TOKEN_WIDTH = 128
+KOLORS_TOKEN_WIDTH = tiny_configs.KOLORS_CHATGLM_WIDTH
 KOLORS_FACEID_TOKENS = 6
 
 

@@ -9,10 +9,10 @@ from safetensors.torch import save_file
 from PIL import Image
 
 from tinymodels import (comfy_models, extras, flux_adapter_files, flux_models, insightface_pack, instantid_files,
-                        ipadapter_files, pulid_files, sd3_adapter_files, sd3_models)
+                        ipadapter_files, kolors_models, pulid_files, sd3_adapter_files, sd3_models)
 
 # Bump when any generator changes, so cached folders are rebuilt.
-VERSION = "9"
+VERSION = "10"
 CHECKPOINT_SD15 = "v1-5-pruned-emaonly.safetensors"
 # Stability's sd_xl_base_1.0 single file: model.diffusion_model.*, conditioner.embedders.{0,1}.* (CLIP-L, OpenCLIP bigG)
 # and first_stage_model.* (a tiny TAESD here).
@@ -46,12 +46,17 @@ FACE_PARSER = pulid_files.PARSER_FILE
 REFERENCE_IMAGES = ("reference_a.png", "reference_b.png")
 FACE_IMAGES = ("face_a.png", "face_b.png")
 EMBEDS_FILE = "reference_embeds.safetensors"  # penultimate hidden states of the tiny ViT-H (plus adapters)
+# Kolors as MZ's loaders read it: UNet in models/unet, ChatGLM3 in models/LLM, the SDXL VAE in models/vae.
+KOLORS_UNET = kolors_models.UNET_FILE
+KOLORS_CHATGLM = kolors_models.CHATGLM_FILE
+SDXL_VAE = kolors_models.VAE_FILE
 FACEID_LORAS = ("ip-adapter-faceid_sd15_lora.safetensors", "ip-adapter-faceid-plusv2_sd15_lora.safetensors")
 
 
 def _fingerprint():
     here = pathlib.Path(__file__).parent
-    sources = sorted(here.glob("*.py")) + [here.parent / "host_support" / "tiny_configs.py"]
+    sources = sorted(here.glob("*.py")) + [here.parent / "host_support" / name
+                                           for name in ("tiny_configs.py", "kolors_mz.py")]
     digest = hashlib.sha1(VERSION.encode())
     for src in sources:
         digest.update(src.read_bytes())
@@ -113,6 +118,7 @@ def build(root):
     sd3_adapter_files.write_all(models, seed=160)
     instantid_files.write_all(models, seed=170)
     pulid_files.write_all(models, seed=190)
+    kolors_models.write_all(models, seed=200)
     for pack in ("buffalo_l", "antelopev2"):
         insightface_pack.write_pack(models / "insightface", pack)
     (root / "input").mkdir(parents=True)
