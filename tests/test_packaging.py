@@ -103,6 +103,22 @@ def test_comfy_node_validate_passes(comfy_cli_python):
     assert "warning" not in said.lower(), said
 
 
+def test_registry_archive_holds_the_pack_and_leaves_out_the_tests(comfy_cli_python, tmp_path):
+    archive = tmp_path / "node.zip"
+    pack = ("import sys; from comfy_cli import file_utils; file_utils.zip_files(sys.argv[1]); "
+            "import zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))")
+    done = subprocess.run([comfy_cli_python, "-c", pack, str(archive)], cwd=ROOT, capture_output=True, text=True,
+                          timeout=120, check=True)
+    names = set(done.stdout.split())
+    for needed in ("__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md",
+                   "docs/images/icon.png", "docs/images/basic_graph.png", "nodes/loaders.py",
+                   "ipadapter_core/errors.py", "migrate/__main__.py"):
+        assert needed in names, needed
+    for stem in templates.workflow_stems():
+        assert {f"workflows/{stem}.json", f"workflows/{stem}.jpg"} <= names, stem
+    assert not [n for n in names if n.startswith(("tests/", ".ci/"))]
+
+
 def test_workflow_cnr_ids_name_the_registry_entry():
     for path in templates.WORKFLOWS.glob("*.json"):
         for node in json.loads(path.read_text())["nodes"]:
