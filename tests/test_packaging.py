@@ -177,6 +177,13 @@ def test_every_workflow_is_a_template_with_title_and_thumbnail():
             assert picture.format == "JPEG" and picture.size == (512, 512)
 
 
+def test_readme_lists_the_templates_in_order():
+    readme = (ROOT / "README.md").read_text()
+    section = readme[readme.index("## Example workflows"):readme.index("## Troubleshooting")]
+    positions = [section.index(f"| {title} | `{stem}` |") for stem, title, _description in templates.TEMPLATES]
+    assert positions == sorted(positions)
+
+
 def test_no_json_but_the_workflows_in_the_templates_folder():
     # ComfyUI lists every *.json there as a template: an index or metadata file would show up as one
     for path in templates.WORKFLOWS.glob("*.json"):
