@@ -112,7 +112,7 @@ def test_registry_archive_holds_the_pack_and_leaves_out_the_tests(comfy_cli_pyth
     names = set(done.stdout.split())
     for needed in ("__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md",
                    "docs/images/icon.png", "docs/images/basic_graph.png", "nodes/loaders.py",
-                   "ipadapter_core/errors.py", "migrate/__main__.py"):
+                   "ipadapter_core/errors.py", "migrate/__main__.py", "locales/en/main.json"):
         assert needed in names, needed
     for stem in templates.workflow_stems():
         assert {f"workflows/{stem}.json", f"workflows/{stem}.jpg"} <= names, stem
@@ -209,6 +209,13 @@ def test_render_layout_follows_the_links():
     joined = render_images.without(workflow, {"Hidden"})
     assert [n["id"] for n in joined["nodes"]] == [1, 3]
     assert sorted(tuple(link[1:5]) for link in joined["links"]) == [(1, 0, 3, 0), (1, 0, 3, 1)]
+
+
+def test_server_gives_the_templates_group_a_readable_name(comfy_server):
+    # the frontend labels a pack's template group with templateWorkflows.category.<folder> when a pack's locales
+    # define it (merged from /i18n), else with the folder name
+    categories = comfy_server.get("/i18n")["en"]["templateWorkflows"]["category"]
+    assert categories[NAME] == "IPAdapter Kit"
 
 
 def test_server_serves_each_thumbnail_next_to_its_workflow(comfy_server):
