@@ -3,6 +3,7 @@
 Run after the workflows change: `.host/venv/bin/python scripts/render_images.py`. The graphs are laid out
 left to right by link depth (not by the saved node positions), so every picture reads as a data flow.
 """
+import hashlib
 import json
 import pathlib
 import re
@@ -258,6 +259,21 @@ def thumbnail(workflow, title, description, size=(512, 512)):
     return picture
 
 
+def signature(workflow, title, description):
+    """A digest of what a thumbnail shows and of this script, stored in the JPEG to tell a stale one."""
+    drawn = [[(n["id"], n["type"], n["pos"], [i.get("label") or i["name"] for i in n.get("inputs") or []],
+               [o.get("label") or o["name"] for o in n.get("outputs") or []], n.get("widgets_values"))
+              for n in workflow["nodes"]], workflow["links"], title, description]
+    digest = hashlib.sha256(json.dumps(drawn, sort_keys=True).encode())
+    digest.update(pathlib.Path(__file__).read_bytes())
+    return digest.hexdigest()
+
+
+def save_thumbnail(workflow, title, description, path):
+    """The thumbnail as JPEG (what ComfyUI serves), its signature in the file's comment."""
+    thumbnail(workflow, title, description).save(path, quality=88, comment=signature(workflow, title, description))
+
+
 def icon(size=400):
     """The registry icon: a reference picture flowing into a model, on the pack's colours."""
     ss = 4
@@ -292,7 +308,7 @@ def main():
     icon().save(IMAGES / "icon.png")
     for stem, title, description in templates.TEMPLATES:
         workflow = json.loads((templates.WORKFLOWS / f"{stem}.json").read_text())
-        thumbnail(workflow, title, description).save(templates.thumbnail_path(stem), quality=88)
+        save_thumbnail(workflow, title, description, templates.thumbnail_path(stem))
     basic = json.loads((templates.WORKFLOWS / "ipadapter_basic.json").read_text())
     readme_box = (250, 44 + SLOT_ROW * slot_rows(basic) + 28, 60, 24)
     _places, width, height = layout(basic, *readme_box)
