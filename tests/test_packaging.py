@@ -184,6 +184,17 @@ def test_readme_lists_the_templates_in_order():
     assert positions == sorted(positions)
 
 
+def test_readme_download_table_has_every_file_the_unified_loader_asks_for():
+    from ipadapter_kit.nodes import presets
+
+    readme = (ROOT / "README.md").read_text()
+    table = readme[readme.index("## Model files"):readme.index("## Example workflows")].lower()
+    for arches in presets.PRESETS.values():
+        for patterns, encoder in arches.values():
+            assert f"`{presets.release_name(patterns[0], '').lower()}." in table, patterns[0]
+            assert f"`{presets.ENCODERS[encoder][1].lower()}`" in table, encoder
+
+
 def test_no_json_but_the_workflows_in_the_templates_folder():
     # ComfyUI lists every *.json there as a template: an index or metadata file would show up as one
     for path in templates.WORKFLOWS.glob("*.json"):
