@@ -142,15 +142,15 @@ def _image_size(positions, patch):
 
 
 def _transformers_encoder(shapes):
-    """CLIP / SigLIP vision tower in transformers' keys (vision_model.embeddings.*), or None."""
-    patch_key = next((k for k in shapes if k.endswith("vision_model.embeddings.patch_embedding.weight")), None)
-    if patch_key is None or len(shapes[patch_key]) != 4:
+    """CLIP / SigLIP vision tower in transformers' keys (vision_model.*), or None."""
+    prefix = "vision_model."  # the only prefix ComfyUI's CLIP-vision loader reads
+    patch_key = prefix + "embeddings.patch_embedding.weight"
+    if len(shapes.get(patch_key, ())) != 4:
         return None
-    prefix = patch_key[:-len("embeddings.patch_embedding.weight")]
     positions = shapes.get(prefix + "embeddings.position_embedding.weight", (0,))[0]
     clip = prefix + "embeddings.class_embedding" in shapes
     width, _, patch, _ = shapes[patch_key]
-    projection = shapes.get(prefix[:-len("vision_model.")] + "visual_projection.weight")
+    projection = shapes.get("visual_projection.weight")
     return EncoderInfo(layout="clip" if clip else "siglip", width=width, layers=_depth(shapes, prefix + "encoder."),
                        image_size=_image_size(positions - clip, patch), patch=patch,
                        projection=projection[0] if projection and len(projection) == 2 else None)

@@ -184,15 +184,16 @@ def pack_problem(folder, pack):
     """Why folder is not a usable pack (no detector / recognizer model, nested zip folder, ...), or None."""
     if not os.path.isdir(folder):
         return "no such folder"
-    roles = pack_roles(folder).values()
+    roles = pack_roles(folder)
     usual = PACK_FILES.get(pack, ("a detector .onnx", "a recognizer .onnx"))
-    missing = [name for name, role in zip(usual, ("detection", "recognition")) if role not in roles]
+    missing = [name for name, role in zip(usual, ("detection", "recognition")) if role not in roles.values()]
     if not missing:
         return None
     nested = os.path.join(folder, pack)
     if _onnx_files(nested):
         return f"the .onnx files are one level too deep, in {nested}: move them up into {folder}"
-    return f"missing {', '.join(missing)}; has {', '.join(_onnx_files(folder)) or 'no .onnx files'}"
+    present = ", ".join(f"{name} ({role or 'not a face model'})" for name, role in roles.items())
+    return f"missing {', '.join(missing)}; has {present or 'no .onnx files'}"
 
 
 def expected_files(pack):
