@@ -104,6 +104,6 @@ def missing_error(folder, names, missing):
         else f"models/{folder}"
     return InvalidInputError(
         f"no file for this preset in models/{folder}: download {missing} and put it in models/{folder}/ (any file "
-        f"name: files are recognised by their tensors). Searched: {searched}. Found: "
+        f"name: files are recognised by their tensors; searched: {searched}). Found there: "
         f"{found_listing(folder, names)}.")
 

@@ -209,7 +209,7 @@ def test_light_error_names_the_published_bin(sd15, model_folder):
         presets.UnifiedLoader.execute(sd15[0], "LIGHT - SD1.5 only (low strength)")
     message = str(info.value)
     assert "ip-adapter_sd15_light_v11.bin from https://huggingface.co/h94/IP-Adapter" in message
-    assert "light_v11.safetensors" not in message and "Found: no loadable files" in message
+    assert "light_v11.safetensors" not in message and "Found there: no loadable files" in message
 
 
 def test_pulid_names_what_a_non_eva_file_is_and_where_the_eva_file_is(world_paths):
