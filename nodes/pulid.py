@@ -72,9 +72,9 @@ def _is_eva(path):
 
 
 def check_eva_file(name, path):
-    """An error naming what the chosen file is and which files of the EVA folders are EVA-CLIP, unless it is one."""
-    if _is_eva(path):
-        return
+    """Unless the name or the header says EVA-CLIP: an error naming what the file is and which files are EVA-CLIP."""
+    if discovery.matches(name, [EVA_NAME]) or _is_eva(path):
+        return  # a file named like EVA that is not one gets the EVA loader's own error, naming the wrong keys
     folder = next(f for f in EVA_FOLDERS if folder_paths.get_full_path(f, name) == path)
     evas = [n for n in eva_files() if n != name and _is_eva(_resolve_eva(n))]
     found = f"EVA-CLIP files here: {', '.join(evas)}" if evas else "no EVA-CLIP file in models/clip or models/clip_vision"
