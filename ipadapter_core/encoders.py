@@ -130,8 +130,8 @@ def read_shapes(path):
 
 def _depth(shapes, prefix):
     """1 + the highest block number under prefix."""
-    numbers = [int(m.group(1)) for key in shapes if key.startswith(prefix) for m in [_LAYER.search(key[len(prefix) - 1:])]
-               if m]
+    found = (_LAYER.search(key[len(prefix) - 1:]) for key in shapes if key.startswith(prefix))
+    numbers = [int(m.group(1)) for m in found if m]
     return 1 + max(numbers) if numbers else 0
 
 

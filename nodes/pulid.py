@@ -77,7 +77,7 @@ def check_eva_file(name, path):
         return  # a file named like EVA that is not one gets the EVA loader's own error, naming the wrong keys
     folder = next(f for f in EVA_FOLDERS if folder_paths.get_full_path(f, name) == path)
     evas = [n for n in eva_files() if n != name and _is_eva(_resolve_eva(n))]
-    found = f"EVA-CLIP files here: {', '.join(evas)}" if evas else "no EVA-CLIP file in models/clip or models/clip_vision"
+    found = f"EVA-CLIP files here: {', '.join(evas)}" if evas else "none in models/clip or models/clip_vision"
     raise InvalidInputError(f"{name} is not EVA-CLIP: it is {discovery.what_is(folder, name)}. PuLID needs "
                             f"EVA02-CLIP-L-14-336's vision tower ({found}). " + core_eva.FILE_HINT)
 

@@ -12,7 +12,7 @@ from safetensors.torch import save_file
 
 import folder_paths
 from ipadapter_kit.ipadapter_core import encoders
-from ipadapter_kit.ipadapter_core.errors import CorruptFileError, InvalidInputError
+from ipadapter_kit.ipadapter_core.errors import CorruptFileError, InvalidInputError, UnsafeFileError
 from ipadapter_kit.nodes import faceid, faces, presets, pulid
 from tinymodels import comfy_models
 from tinymodels.world import CLIP_VISION_FILES, FLUX_CLIP_VISION_FILES
@@ -101,7 +101,7 @@ def test_pickled_files_are_read_weights_only_with_nested_groups_flattened(tmp_pa
     assert encoders.read_shapes(str(path)) == {"image_proj.proj.weight": (6, 4), "ip_adapter.1.to_k_ip.weight": (2,)}
     evil = tmp_path / "evil.bin"
     torch.save({"x": torch.zeros(1), "f": os.getcwd}, str(evil))
-    with pytest.raises(Exception, match="refused"):
+    with pytest.raises(UnsafeFileError, match="evil.bin: refused, the file holds the Python object"):
         encoders.read_shapes(str(evil))
 
 
