@@ -141,6 +141,12 @@ def _role_of_graph(inputs, outputs):
     return None
 
 
+def _role_by_name(name):
+    """detection / recognition for a known pack's detector / recognizer file name (without the onnx package)."""
+    roles = {files[i]: role for files in PACK_FILES.values() for i, role in enumerate(("detection", "recognition"))}
+    return roles.get(name)
+
+
 def onnx_role(path):
     """detection / recognition / landmark / genderage / swapper / None for an .onnx file, read from its graph's
     inputs and outputs as insightface's router reads them; cached per path, modification time and size."""
@@ -149,8 +155,11 @@ def onnx_role(path):
     if key not in _roles:
         try:
             import onnx  # insightface depends on it
+        except ImportError:
+            return _role_by_name(os.path.basename(path))
+        try:
             graph = onnx.load(path, load_external_data=False).graph
-        except Exception as e:  # not installed, or not an ONNX model: the file is not a usable pack member
+        except Exception as e:  # not an ONNX model (truncated, renamed): the file is not a usable pack member
             _roles[key] = f"unreadable ({type(e).__name__})"
             return _roles[key]
         weights = {t.name for t in graph.initializer}  # old exports list their weights among the inputs

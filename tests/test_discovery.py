@@ -5,6 +5,7 @@ import importlib.util
 import os
 import pathlib
 import shutil
+import sys
 
 import pytest
 import torch
@@ -263,3 +264,11 @@ def test_a_pack_whose_recognizer_is_another_model_is_refused_with_what_each_file
     assert "missing w600k_r50.onnx; has 1k3d68.onnx (landmark)" in message
     assert "w600k_r50.onnx (genderage)" in message
     assert "faces (antelopev2: " in message and "glintr100.onnx recognition" in message
+
+
+def test_without_the_onnx_package_known_file_names_stand_for_their_roles(world_paths, monkeypatch):
+    monkeypatch.setitem(sys.modules, "onnx", None)
+    monkeypatch.setattr(faces, "_roles", {})  # roles read earlier in the session would answer otherwise
+    source = WORLD / "models" / "insightface" / "models" / "antelopev2"
+    assert faces.pack_roles(str(source)) == {"1k3d68.onnx": None, "2d106det.onnx": None, "genderage.onnx": None,
+                                             "glintr100.onnx": "recognition", "scrfd_10g_bnkps.onnx": "detection"}
