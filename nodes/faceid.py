@@ -17,7 +17,7 @@ from ..ipadapter_core.attention import EMBEDS_SCALING
 from ..ipadapter_core.embeds import COMBINE_EMBEDS
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
 from ..ipadapter_core.projections import through_context_projection
-from . import clip_encode, faces, model_cache, patching, presets
+from . import clip_encode, discovery, faces, model_cache, patching, presets
 from .apply import resolve_clip_vision, weight_inputs
 from .types import FrameWeights, InsightFace, IPAdapter
 
@@ -38,6 +38,10 @@ PRESETS = {
         "SDXL": ([r"ip-adapter-faceid-portrait_sdxl\."], None)},
     "FACEID PORTRAIT UNNORM - SDXL only (strong)": {"SDXL": ([r"ip-adapter-faceid-portrait_sdxl_unnorm\."], None)},
 }
+# What each preset's adapter is, as its tensors tell: projection kind and image tokens.
+PRESET_SHAPES = {"FACEID": ("faceid", 4), "FACEID PLUS - SD1.5 only": ("faceid_plus", 4),
+                 "FACEID PLUS V2": ("faceid_plus", 4), "FACEID PORTRAIT (style transfer)": ("faceid", 16),
+                 "FACEID PORTRAIT UNNORM - SDXL only (strong)": ("faceid", 16)}
 PLUS_V2_PRESETS = ("FACEID PLUS V2",)
 UNNORM_PRESETS = ("FACEID PORTRAIT UNNORM - SDXL only (strong)",)
 LORA_SOURCES = ("auto (file in models/loras, else embedded)", "file in models/loras", "embedded in the adapter",
@@ -145,6 +149,17 @@ def faceid_projector(shortcut, scale, context=None, weight_kolors=1.0):
             tokens = weights.image_proj(ids, hidden, shortcut=shortcut, scale=scale)
             return core_embeds.join(through_context_projection(tokens, *context, weight_kolors), method)
     return projector
+
+
+def find_adapter(preset, arch):
+    """The FaceID file for a preset and model family: by name and tensors, else by tensors among unnamed files."""
+    patterns, _ = PRESETS[preset][arch]
+    kind, tokens = PRESET_SHAPES[preset]
+    wanted = presets.release_name(patterns[0], ".bin")
+    encoder = presets.ENCODER_RELEASES["vit-h"][0]
+    return discovery.find("ipadapter", patterns, discovery.adapter_fits(arch, (kind,), encoder, tokens),
+                          f"{wanted}{presets.download_source(wanted)}", claimed=presets.release_patterns(PRESETS),
+                          unique=True)
 
 
 class ApplyFaceID(io.ComfyNode):
@@ -286,13 +301,12 @@ class UnifiedFaceIDLoader(io.ComfyNode):
         arch, _ = patching.model_arch(model)
         if arch not in PRESETS[preset]:
             raise IncompatibleModelError(f"preset '{preset}' has no {arch} release; pick another preset.")
-        patterns, lora_patterns = PRESETS[preset][arch]
-        adapter = model_cache.load_adapter(presets.find_file("ipadapter", patterns,
-                                                             presets.release_name(patterns[0], ".bin")))
+        _, lora_patterns = PRESETS[preset][arch]
+        adapter = model_cache.load_adapter(find_adapter(preset, arch))
         check_faceid(adapter)
         clip_vision = None
         if adapter.spec.kind == "faceid_plus":
-            clip_vision = presets.load_clip_vision(presets.find_file("clip_vision", *presets.ENCODERS["vit-h"]))
+            clip_vision = presets.load_clip_vision(presets.find_encoder("vit-h", adapter.spec))
         adapter = dataclasses.replace(adapter, clip_vision=clip_vision, plus_v2=preset in PLUS_V2_PRESETS,
                                       unnorm=preset in UNNORM_PRESETS)
         model = cls.with_lora(model, adapter, lora_patterns, lora_strength, lora_source)

@@ -43,6 +43,7 @@ INSTALL_HINT = ("Install it into ComfyUI's own Python (the portable build: pytho
                 "for CUDA (never both in one environment), then restart ComfyUI.")
 
 _analyzers = {}
+_roles = {}  # (path, mtime, size) -> what insightface's router takes the .onnx file for
 _lock = threading.Lock()
 
 
@@ -117,21 +118,91 @@ def _onnx_files(folder):
     return sorted(n for n in os.listdir(folder) if n.lower().endswith(".onnx")) if os.path.isdir(folder) else []
 
 
+def _dims(value_info):
+    """The dimensions of an ONNX graph input or output (a symbolic one as its name)."""
+    return [d.dim_value if d.HasField("dim_value") else d.dim_param for d in value_info.type.tensor_type.shape.dim]
+
+
+def _role_of_graph(inputs, outputs):
+    """What insightface's model router takes a model for, from its input and output dimensions (or None)."""
+    if len(outputs) >= 5:
+        return "detection"
+    if not inputs or len(inputs[0]) != 4:
+        return None
+    height, width = inputs[0][2], inputs[0][3]
+    if height == width == 192:
+        return "landmark"
+    if height == width == 96:
+        return "genderage"
+    if len(inputs) == 2 and height == width == 128:
+        return "swapper"
+    if isinstance(height, int) and height == width and height >= 112 and height % 16 == 0:
+        return "recognition"
+    return None
+
+
+def _role_by_name(name):
+    """detection / recognition for a known pack's detector / recognizer file name (without the onnx package)."""
+    roles = {files[i]: role for files in PACK_FILES.values() for i, role in enumerate(("detection", "recognition"))}
+    return roles.get(name)
+
+
+def onnx_role(path):
+    """detection / recognition / landmark / genderage / swapper / None for an .onnx file, read from its graph's
+    inputs and outputs as insightface's router reads them; cached per path, modification time and size."""
+    stat = os.stat(path)
+    key = (path, stat.st_mtime_ns, stat.st_size)
+    if key not in _roles:
+        try:
+            import onnx  # insightface depends on it
+        except ImportError:
+            return _role_by_name(os.path.basename(path))
+        try:
+            graph = onnx.load(path, load_external_data=False).graph
+        except Exception as e:  # not an ONNX model (truncated, renamed): the file is not a usable pack member
+            _roles[key] = f"unreadable ({type(e).__name__})"
+            return _roles[key]
+        weights = {t.name for t in graph.initializer}  # old exports list their weights among the inputs
+        inputs = [_dims(i) for i in graph.input if i.name not in weights]
+        _roles[key] = _role_of_graph(inputs, list(graph.output))
+    return _roles[key]
+
+
+def pack_roles(folder):
+    """{.onnx file name: its role} for the files directly in folder."""
+    return {name: onnx_role(os.path.join(folder, name)) for name in _onnx_files(folder)}
+
+
+def pack_identity(folder):
+    """The known pack whose detector and recognizer the folder holds (by role and name), or None."""
+    roles = pack_roles(folder)
+    for pack, files in PACK_FILES.items():
+        if roles.get(files[0]) == "detection" and roles.get(files[1]) == "recognition":
+            return pack
+    return None
+
+
+def describe_pack(folder):
+    """'folder (buffalo_l: det_10g.onnx detection, ...)' for error messages."""
+    roles = pack_roles(folder)
+    files = ", ".join(f"{name} {role or 'not a face model'}" for name, role in roles.items()) or "no .onnx files"
+    return f"{folder} ({pack_identity(folder) or 'unknown pack'}: {files})"
+
+
 def pack_problem(folder, pack):
-    """Why folder is not a usable pack (missing detector/recognizer, nested zip folder, ...), or None."""
+    """Why folder is not a usable pack (no detector / recognizer model, nested zip folder, ...), or None."""
     if not os.path.isdir(folder):
         return "no such folder"
-    present = _onnx_files(folder)
-    if pack in PACK_FILES:
-        missing = [n for n in PACK_FILES[pack][:2] if n not in present]
-    else:
-        missing = [] if len(present) >= 2 else ["a detector and a recognizer .onnx"]
+    roles = pack_roles(folder)
+    usual = PACK_FILES.get(pack, ("a detector .onnx", "a recognizer .onnx"))
+    missing = [name for name, role in zip(usual, ("detection", "recognition")) if role not in roles.values()]
     if not missing:
         return None
     nested = os.path.join(folder, pack)
     if _onnx_files(nested):
         return f"the .onnx files are one level too deep, in {nested}: move them up into {folder}"
-    return f"missing {', '.join(missing)}; has {', '.join(present) or 'no .onnx files'}"
+    present = ", ".join(f"{name} ({role or 'not a face model'})" for name, role in roles.items())
+    return f"missing {', '.join(missing)}; has {present or 'no .onnx files'}"
 
 
 def expected_files(pack):
@@ -143,8 +214,27 @@ def expected_files(pack):
     return f"a detector and a recognizer .onnx (known packs: {known})"
 
 
+def pack_folders():
+    """Every folder directly under <insightface folder>/models/, in search order."""
+    folders = []
+    for root in insightface_roots():
+        models = os.path.join(root, "models")
+        if os.path.isdir(models):
+            folders += sorted(e.path for e in os.scandir(models) if e.is_dir() and not e.name.startswith("."))
+    return folders
+
+
+def _found_elsewhere(pack):
+    """A folder of another name holding the known pack's detector and recognizer (a renamed pack folder), or None."""
+    if pack not in PACK_FILES:
+        return None
+    return next((folder for folder in pack_folders() if os.path.basename(folder) != pack
+                 and pack_identity(folder) == pack), None)
+
+
 def find_pack(pack):
-    """The first <insightface folder>/models/<pack> holding a detector and a recognizer, else a clear error."""
+    """The first <insightface folder>/models/<pack> holding a detector and a recognizer model, else a folder of
+    another name holding that pack's models, else a clear error listing what each folder holds."""
     if not pack or pack in (".", "..") or os.path.basename(pack) != pack or "\\" in pack:
         raise InvalidInputError(f"InsightFace pack {pack!r} is not a folder name; expected one of {pack_names()}.")
     searched = []
@@ -154,12 +244,17 @@ def find_pack(pack):
         if problem is None:
             return folder
         searched.append(f"{folder} ({problem})")
+    renamed = _found_elsewhere(pack)
+    if renamed is not None:
+        return renamed
+    others = [describe_pack(f) for f in pack_folders() if os.path.basename(f) != pack]
+    found = f" Other pack folders: {'; '.join(others)}." if others else ""
     hint = DOWNLOAD_HINTS.get(pack, "Get the pack from wherever it is published (insightface's own packs are on "
                                     "its GitHub releases) and unzip it there.")
     raise InvalidInputError(
-        f"InsightFace pack '{pack}' was not found. Searched: {'; '.join(searched)}. Expected {expected_files(pack)} "
-        f"directly inside <insightface folder>/models/{pack}/. {hint} Then refresh (R) the node list. Packs are "
-        "never downloaded automatically.")
+        f"InsightFace pack '{pack}' was not found. Searched: {'; '.join(searched)}.{found} Expected "
+        f"{expected_files(pack)} directly inside <insightface folder>/models/{pack}/ (or any folder there). {hint} "
+        "Then refresh (R) the node list. Packs are never downloaded automatically.")
 
 
 def check_det_size(det_size):

@@ -1,16 +1,16 @@
 """Unified loader: a preset and a MODEL -> the adapter and CLIP-vision files the user has for it.
 
 Presets and file-name patterns are data; the names are those of the h94 releases that IPAdapter_plus users
-already keep in models/ipadapter and models/clip_vision. The loaded adapter is still checked by its shapes.
+already keep in models/ipadapter and models/clip_vision. A name is only the first hint: every pick is checked by its
+tensors, and files kept as downloaded (model.safetensors) or renamed are found by them (nodes/discovery.py).
 """
 import dataclasses
-import re
 
 import folder_paths
 from comfy_api.latest import io
 
 from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
-from . import clip_vision, model_cache, patching
+from . import clip_vision, discovery, model_cache, patching
 from .types import IPAdapter
 
 # preset -> arch -> (adapter file patterns, encoder key); first match wins.
@@ -42,6 +42,16 @@ ENCODERS = {
               "CLIP-ViT-bigG-14-laion2B-39B-b160k.safetensors"),
     "vit-l-336": ([r"clip.vit.large.patch14.336\."], "clip-vit-large-patch14-336.bin"),
 }
+# encoder key -> the release's name (as ipadapter_core.encoders knows it) and its input size
+ENCODER_RELEASES = {"vit-h": ("CLIP-ViT-H-14", 224), "vit-g": ("CLIP-ViT-bigG-14", 224),
+                    "vit-l-336": ("CLIP-ViT-L-14-336", 336)}
+# The projection kind each preset's adapter has (told apart from the others by its tensors).
+PRESET_KINDS = {
+    "LIGHT - SD1.5 only (low strength)": "linear", "STANDARD (medium strength)": "linear",
+    "VIT-G (medium strength)": "linear", "PLUS (high strength)": "resampler", "PLUS FACE (portraits)": "resampler",
+    "FULL FACE - SD1.5 only (portraits stronger)": "mlp", "COMPOSITION (SD1.5 / SDXL)": "resampler",
+    "KOLORS PLUS (Kolors only)": "resampler",
+}
 # Where each release is downloaded (first matching name prefix).
 DOWNLOADS = (
     ("ip-adapter-faceid", "https://huggingface.co/h94/IP-Adapter-FaceID"),
@@ -57,7 +67,8 @@ DOWNLOADS = (
                          "(model.safetensors)"),
     ("clip-vit-large-patch14-336", "https://huggingface.co/openai/clip-vit-large-patch14-336 (pytorch_model.bin)"),
 )
-RELEASE_EXTENSION = {"KOLORS PLUS (Kolors only)": ".bin"}  # named in errors; the others ship as .safetensors
+# named in errors as published; the others ship as .safetensors
+RELEASE_EXTENSION = {"LIGHT - SD1.5 only (low strength)": ".bin", "KOLORS PLUS (Kolors only)": ".bin"}
 _clip_vision_cache = {}
 
 
@@ -71,16 +82,26 @@ def download_source(wanted):
     return next((f" from {url}" for prefix, url in DOWNLOADS if wanted.startswith(prefix)), "")
 
 
-def find_file(folder, patterns, wanted):
-    """First file in a model folder matching one of the patterns, or an error naming the file, folder and source."""
-    names = folder_paths.get_filename_list(folder)
-    for pattern in patterns:
-        for name in names:
-            if re.search(pattern, name.rsplit("/", 1)[-1], re.IGNORECASE):
-                return name
-    searched = ", ".join(folder_paths.get_folder_paths(folder))
-    raise InvalidInputError(f"no file for this preset in models/{folder}: download {wanted}{download_source(wanted)} "
-                            f"and put it in models/{folder}/ (searched: {searched}).")
+def release_patterns(presets):
+    """Every adapter name pattern of a preset table (files with these names belong to their own preset)."""
+    return [p for arches in presets.values() for patterns, _ in arches.values() for p in patterns]
+
+
+def find_adapter(preset, arch):
+    """The adapter file for a preset and model family: by name and tensors, else by tensors among unnamed files."""
+    patterns, encoder = PRESETS[preset][arch]
+    wanted = release_name(patterns[0], RELEASE_EXTENSION.get(preset, ".safetensors"))
+    accepts = discovery.adapter_fits(arch, (PRESET_KINDS[preset],), ENCODER_RELEASES[encoder][0])
+    return discovery.find("ipadapter", patterns, accepts, f"{wanted}{download_source(wanted)}",
+                          claimed=release_patterns(PRESETS), unique=True)
+
+
+def find_encoder(encoder, spec):
+    """The CLIP-vision file of the encoder key that gives the adapter (spec) what it reads."""
+    patterns, wanted = ENCODERS[encoder]
+    name, image_size = ENCODER_RELEASES[encoder]
+    accepts = discovery.encoder_feeds(spec, name, image_size)
+    return discovery.find("clip_vision", patterns, accepts, f"{name} as {wanted}{download_source(wanted)}")
 
 
 def load_clip_vision(name):
@@ -99,7 +120,8 @@ class UnifiedLoader(io.ComfyNode):
             display_name="IPAdapter Kit: Unified Loader",
             category="ipadapter_kit",
             description="Picks the IP-Adapter and CLIP-vision files for a preset and the connected model's "
-                        "family (SD1.5 or SDXL) among your files, with IPAdapter_plus's file names.",
+                        "family (SD1.5 or SDXL) among your files: by IPAdapter_plus's file names, else by the "
+                        "files' tensors (files kept as downloaded, or renamed).",
             inputs=[
                 io.Model.Input("model", tooltip="Decides SD1.5 or SDXL; passed through unchanged."),
                 io.Combo.Input("preset", options=list(PRESETS), default="STANDARD (medium strength)",
@@ -115,9 +137,7 @@ class UnifiedLoader(io.ComfyNode):
         choices = PRESETS[preset]
         if arch not in choices:
             raise IncompatibleModelError(f"preset '{preset}' has no {arch} release; pick another preset.")
-        patterns, encoder = choices[arch]
-        wanted = release_name(patterns[0], RELEASE_EXTENSION.get(preset, ".safetensors"))
-        adapter = model_cache.load_adapter(find_file("ipadapter", patterns, wanted))
-        clip_vision = load_clip_vision(find_file("clip_vision", *ENCODERS[encoder]))
+        adapter = model_cache.load_adapter(find_adapter(preset, arch))
+        clip_vision = load_clip_vision(find_encoder(choices[arch][1], adapter.spec))
         adapter = dataclasses.replace(adapter, clip_vision=clip_vision)
         return io.NodeOutput(model, adapter, clip_vision)

@@ -9,14 +9,15 @@ import comfy.model_management
 import folder_paths
 from comfy_api.latest import io
 
+from ..ipadapter_core import encoders as core_encoders
 from ..ipadapter_core import eva_clip as core_eva
 from ..ipadapter_core import face_align, face_parsing
 from ..ipadapter_core import pulid as core_pulid
 from ..ipadapter_core.families import flux as core_flux
 from ..ipadapter_core.attention import ImagePrompt
-from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError, IPAdapterError
 from ..ipadapter_core.loading import read_state_dict
-from . import clip_encode, faces, model_cache, patching, paths
+from . import clip_encode, discovery, faces, model_cache, patching, paths
 from .types import EVAClip, InsightFace, IPAdapter
 
 CATEGORY = "ipadapter_kit/pulid"
@@ -38,15 +39,19 @@ class EVAWithParser:
     parser: object
 
 
+EVA_NAME = r"eva"  # the first hint: EVA files are listed first; the tensors decide when one is loaded
+
+
 def eva_files():
-    """Weight files in models/clip and models/clip_vision (the EVA file is recognised by its tensors when loaded)."""
+    """Weight files in models/clip and models/clip_vision, those named like EVA first (so the default is one)."""
     names = set()
     for folder in EVA_FOLDERS:
         try:
             names.update(folder_paths.get_filename_list(folder))
         except KeyError:
             continue
-    return sorted(n for n in names if n.lower().endswith((".pt", ".pth", ".bin", ".safetensors")))
+    names = sorted(n for n in names if n.lower().endswith((".pt", ".pth", ".bin", ".safetensors")))
+    return sorted(names, key=lambda n: not discovery.matches(n, [EVA_NAME]))
 
 
 def _resolve_eva(name):
@@ -57,9 +62,30 @@ def _resolve_eva(name):
     raise InvalidInputError(f"'{name}' was not found in models/clip or models/clip_vision. " + core_eva.FILE_HINT)
 
 
+def _is_eva(path):
+    """Whether a file's header holds an EVA-CLIP vision tower (read once per file version)."""
+    try:
+        info = core_encoders.identify_encoder(core_encoders.read_shapes(path))
+    except (IPAdapterError, OSError):
+        return False
+    return info is not None and info.layout == "eva"
+
+
+def check_eva_file(name, path):
+    """Unless the name or the header says EVA-CLIP: an error naming what the file is and which files are EVA-CLIP."""
+    if discovery.matches(name, [EVA_NAME]) or _is_eva(path):
+        return  # a file named like EVA that is not one gets the EVA loader's own error, naming the wrong keys
+    folder = next(f for f in EVA_FOLDERS if folder_paths.get_full_path(f, name) == path)
+    evas = [n for n in eva_files() if n != name and _is_eva(_resolve_eva(n))]
+    found = f"EVA-CLIP files here: {', '.join(evas)}" if evas else "none in models/clip or models/clip_vision"
+    raise InvalidInputError(f"{name} is not EVA-CLIP: it is {discovery.what_is(folder, name)}. PuLID needs "
+                            f"EVA02-CLIP-L-14-336's vision tower ({found}). " + core_eva.FILE_HINT)
+
+
 def load_eva(eva_file, parser_file):
     """One EVAWithParser per pair of files."""
     eva_path = _resolve_eva(eva_file)
+    check_eva_file(eva_file, eva_path)
     parser_path = model_cache.resolve(PARSER_FOLDER, parser_file)
     key = (eva_path, parser_path)
     with _lock:
