@@ -1,7 +1,8 @@
 """Writes workflows/*.json (UI format) from compact graph descriptions, using a live server's object_info.
 
 Run in the host venv: `.host/venv/bin/python scripts/build_workflows.py`. Widget order and defaults come from
-the server, so the files are what the frontend itself would save.
+the server, so the files are what the frontend itself would save. Each workflow gets a top-level `models` list (the
+files its Missing Models dialog checks on load) and each node the registry id and version of its pack.
 """
 import json
 import pathlib
@@ -49,7 +50,9 @@ MODEL_URLS = {
     "ip-adapter_pulid_sdxl_fp16.safetensors":
         ("pulid", f"{HF}/huchenlei/ipadapter_pulid/resolve/main/ip-adapter_pulid_sdxl_fp16.safetensors"),
     "pulid_flux_v0.9.1.safetensors": ("pulid", f"{HF}/guozinan/PuLID/resolve/main/pulid_flux_v0.9.1.safetensors"),
-    "EVA02_CLIP_L_336_psz14_s6B.pt": ("text_encoders", f"{HF}/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt"),
+    # models/clip is ComfyUI's legacy name for text_encoders; the frontend knows only the current folder names
+    "EVA02_CLIP_L_336_psz14_s6B.pt":
+        ("text_encoders", f"{HF}/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt"),
     "parsing_bisenet.pth":
         ("facexlib", "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"),
     "instantid/diffusion_pytorch_model.safetensors":

@@ -1,6 +1,6 @@
 """The example workflows in the real ComfyUI frontend (the one the test host serves), driven in Debian's chromium by
-playwright: they load without warnings where the files are, the Missing Models dialog lists the adapter files
-where they are not, and a workflow runs from the Run button."""
+playwright: they load without warnings where the files are, the Missing Models dialog lists every file (the
+adapters' included) with its link where they are not, and a workflow runs from the Run button."""
 import json
 import os
 import pathlib
@@ -15,9 +15,6 @@ from test_workflows import small
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-# Folders a user without the adapter files lacks (the Flux packs' folders are part of models/ipadapter).
-ADAPTER_FOLDERS = {"ipadapter": ("ipadapter", "ipadapter-flux", "xlabs", "ipadapter-sd3"),
-                   "clip_vision": ("clip_vision",), "instantid": ("instantid",), "pulid": ("pulid",)}
 SETTINGS = {"Comfy.TutorialCompleted": True,  # no template browser on first start
             "Comfy.Workflow.ShowMissingModelsWarning": True, "Comfy.Workflow.ShowMissingNodesWarning": True}
 
@@ -42,7 +39,10 @@ SPY = """() => {
   if (app.__spied) return;
   const nodes = app.showMissingNodesError.bind(app), models = app.showMissingModelsError.bind(app);
   app.showMissingNodesError = (types) => { window.__warnings.nodes.push(types); return nodes(types); };
-  app.showMissingModelsError = (missing, paths) => { window.__warnings.models.push(missing); return models(missing, paths); };
+  app.showMissingModelsError = (missing, paths) => {
+    window.__warnings.models.push(missing);
+    return models(missing, paths);
+  };
   app.__spied = true;
 }"""
 # Each loaded node's widgets as the frontend holds them: its serialized values and any combo value not offered.
@@ -51,6 +51,10 @@ WIDGETS = """() => window.app.graph.nodes.map(node => ({
   bad_combos: (node.widgets || []).filter(w => w.type === 'combo' && Array.isArray(w.options?.values)
                                                && !w.options.values.includes(w.value)).map(w => [w.name, w.value]),
 }))"""
+# The Missing Models dialog's rows: [label "folder / name", link (the label's tooltip), error shown on the row].
+ROWS = """() => [...document.querySelectorAll('.comfy-missing-models li')].map(row => [
+  row.querySelector('span[title]').innerText.trim(), row.querySelector('span[title]').title,
+  row.querySelector('.p-message-text')?.innerText ?? ''])"""
 
 
 def load_workflow(page, workflow, name):
@@ -100,14 +104,10 @@ def page(browser, comfy_server):
 
 @pytest.fixture(scope="module")
 def bare_server(world, tmp_path_factory):
-    """A server on the same world without the adapter and CLIP-vision folders (a user who has only checkpoints)."""
+    """A server on the same input images without any model file (a user who has only just installed the pack)."""
     bare = tmp_path_factory.mktemp("bare_world")
     (bare / "input").symlink_to(world / "input")
     (bare / "models").mkdir()
-    dropped = {sub for subs in ADAPTER_FOLDERS.values() for sub in subs}
-    for folder in (world / "models").iterdir():
-        if folder.name not in dropped:
-            (bare / "models" / folder.name).symlink_to(folder)
     with ComfyServer(COMFYUI_ROOT, bare, tmp_path_factory.mktemp("bare_comfy")) as server:
         yield server
 
@@ -135,18 +135,19 @@ def test_workflow_loads_without_warnings(path, page):
 
 
 @pytest.mark.parametrize("path", WORKFLOWS, ids=lambda p: p.stem)
-def test_missing_models_dialog_lists_the_adapter_files(path, bare_page):
+def test_missing_models_dialog_lists_every_file_with_its_link(path, bare_page):
     workflow = json.loads(path.read_text())
-    expected = {(f"{m['directory']} / {m['name']}", m["url"]) for m in workflow["models"]
-                if m["directory"] in ADAPTER_FOLDERS}
-    assert expected, "the workflow lists no adapter or CLIP-vision file"
+    expected = {(f"{m['directory']} / {m['name']}", m["url"]) for m in workflow["models"]}
+    assert {m["directory"] for m in workflow["models"]} & {"ipadapter", "instantid", "pulid"}, "no adapter file listed"
     warnings = load_workflow(bare_page, workflow, path.stem)
     assert warnings["nodes"] == []
     bare_page.wait_for_selector(".comfy-missing-models")
-    rows = bare_page.evaluate("""() => [...document.querySelectorAll('.comfy-missing-models li span[title]')]
-                                       .map(span => [span.innerText.trim(), span.title])""")
+    rows = bare_page.evaluate(ROWS)
     close_dialogs(bare_page)
-    assert {tuple(row) for row in rows} == expected
+    assert {(label, url) for label, url, _ in rows} == expected
+    # the dialog only downloads .safetensors from Hugging Face / Civitai itself; the rest it still lists, with the
+    # link on the name, but a folder it does not know would be a dead end
+    assert not [row for row in rows if "Invalid directory" in row[2]]
 
 
 def test_run_button_renders_an_image(page, comfy_server):
