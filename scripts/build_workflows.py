@@ -1,12 +1,14 @@
 """Writes workflows/*.json (UI format) from compact graph descriptions, using a live server's object_info.
 
 Run in the host venv: `.host/venv/bin/python scripts/build_workflows.py`. Widget order and defaults come from
-the server, so the files are what the frontend itself would save.
+the server, so the files are what the frontend itself would save. Each workflow gets a top-level `models` list (the
+files its Missing Models dialog checks on load) and each node the registry id and version of its pack.
 """
 import json
 import pathlib
 import sys
 import tempfile
+import tomllib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
@@ -24,6 +26,8 @@ MODEL_URLS = {
     "ip-adapter_sd15.safetensors": ("ipadapter", f"{HF}/h94/IP-Adapter/resolve/main/models/ip-adapter_sd15.safetensors"),
     "ip-adapter-plus_sd15.safetensors":
         ("ipadapter", f"{HF}/h94/IP-Adapter/resolve/main/models/ip-adapter-plus_sd15.safetensors"),
+    "ip-adapter-faceid-plusv2_sd15.bin":
+        ("ipadapter", f"{HF}/h94/IP-Adapter-FaceID/resolve/main/ip-adapter-faceid-plusv2_sd15.bin"),
     "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors":
         ("clip_vision", f"{HF}/h94/IP-Adapter/resolve/main/models/image_encoder/model.safetensors"),
     "ip-adapter-faceid-plusv2_sd15_lora.safetensors":
@@ -46,7 +50,9 @@ MODEL_URLS = {
     "ip-adapter_pulid_sdxl_fp16.safetensors":
         ("pulid", f"{HF}/huchenlei/ipadapter_pulid/resolve/main/ip-adapter_pulid_sdxl_fp16.safetensors"),
     "pulid_flux_v0.9.1.safetensors": ("pulid", f"{HF}/guozinan/PuLID/resolve/main/pulid_flux_v0.9.1.safetensors"),
-    "EVA02_CLIP_L_336_psz14_s6B.pt": ("clip", f"{HF}/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt"),
+    # models/clip is ComfyUI's legacy name for text_encoders; the frontend knows only the current folder names
+    "EVA02_CLIP_L_336_psz14_s6B.pt":
+        ("text_encoders", f"{HF}/QuanSun/EVA-CLIP/resolve/main/EVA02_CLIP_L_336_psz14_s6B.pt"),
     "parsing_bisenet.pth":
         ("facexlib", "https://github.com/xinntao/facexlib/releases/download/v0.2.0/parsing_bisenet.pth"),
     "instantid/diffusion_pytorch_model.safetensors":
@@ -56,9 +62,19 @@ MODEL_URLS = {
 MODEL_URLS_BY_NODE = {
     ("IPAKitInstantIDLoader", "ip-adapter.bin"): ("instantid", f"{HF}/InstantX/InstantID/resolve/main/ip-adapter.bin"),
 }
-PRESET_FILES = {"STANDARD (medium strength)": ["ip-adapter_sd15.safetensors"],
-                "PLUS (high strength)": ["ip-adapter-plus_sd15.safetensors"],
-                "FACEID PLUS V2": ["ip-adapter-faceid-plusv2_sd15_lora.safetensors"]}
+# The files a unified loader's preset picks for an SD1.5 model (the example workflows' family): adapter, LoRA,
+# CLIP vision. The InsightFace pack is a folder of .onnx files the frontend cannot check, so it is not listed.
+PRESET_FILES = {
+    ("IPAKitUnifiedLoader", "STANDARD (medium strength)"):
+        ["ip-adapter_sd15.safetensors", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
+    ("IPAKitUnifiedLoader", "PLUS (high strength)"):
+        ["ip-adapter-plus_sd15.safetensors", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
+    ("IPAKitUnifiedFaceIDLoader", "FACEID PLUS V2"):
+        ["ip-adapter-faceid-plusv2_sd15.bin", "ip-adapter-faceid-plusv2_sd15_lora.safetensors",
+         "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
+}
+PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+PACK_PREFIX = "IPAKit"
 
 
 def _default(kind, opts):
@@ -71,18 +87,41 @@ def _default(kind, opts):
     return {"INT": 0, "FLOAT": 0.0, "STRING": "", "BOOLEAN": False}.get(kind)
 
 
+def _entry(name):
+    folder, url = MODEL_URLS[name]
+    return {"name": name, "url": url, "directory": folder}
+
+
 def _models(widgets, ntype=None):
+    """The model files a node needs: its file widgets' values and the files its preset picks."""
     own = [(n, MODEL_URLS_BY_NODE[ntype, n]) for n in widgets.values() if (ntype, n) in MODEL_URLS_BY_NODE]
     if own:
         return [{"name": n, "url": url, "directory": folder} for n, (folder, url) in own]
-    names = [v for v in widgets.values() if isinstance(v, str)]
-    names += [f for v in widgets.values() if isinstance(v, str) for f in PRESET_FILES.get(v, [])]
-    if "preset" in widgets:
-        names.append("CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors")
-    return [{"name": n, "url": MODEL_URLS[n][1], "directory": MODEL_URLS[n][0]} for n in names if n in MODEL_URLS]
+    names = [v for v in widgets.values() if isinstance(v, str) and v in MODEL_URLS]
+    names += [f for v in widgets.values() if isinstance(v, str) for f in PRESET_FILES.get((ntype, v), [])]
+    return [_entry(n) for n in names]
 
 
-def build(spec, object_info):
+def _pack_properties(ntype, comfy_version):
+    """The registry id and version the frontend stores on a node, so a missing-node dialog names its pack."""
+    if ntype.startswith(PACK_PREFIX):
+        return {"cnr_id": PROJECT["name"], "ver": PROJECT["version"]}
+    return {"cnr_id": "comfy-core", "ver": comfy_version}
+
+
+def _workflow_models(nodes):
+    """Every node's files once, in graph order: the top-level list the frontend checks on load."""
+    seen, models = set(), []
+    for node in nodes:
+        for model in node["properties"].get("models", []):
+            key = (model["name"], model["directory"])
+            if key not in seen:
+                seen.add(key)
+                models.append(model)
+    return models
+
+
+def build(spec, object_info, comfy_version):
     """A UI-format workflow from {key: (type, widgets, links, mode)}."""
     ids = {key: i + 1 for i, key in enumerate(spec["nodes"])}
     depth = {}
@@ -112,7 +151,8 @@ def build(spec, object_info):
                 "flags": {}, "order": len(nodes), "mode": rest[0] if rest else 0, "inputs": inputs,
                 "outputs": [{"name": name, "type": kind, "links": []}
                             for name, kind in zip(info["output_name"], info["output"])],
-                "properties": {"Node name for S&R": ntype}, "widgets_values": values}
+                "properties": {**_pack_properties(ntype, comfy_version), "Node name for S&R": ntype},
+                "widgets_values": values}
         if spec.get("titles", {}).get(key):
             node["title"] = spec["titles"][key]
         models = _models(widgets, ntype)
@@ -122,16 +162,17 @@ def build(spec, object_info):
     for link in links:
         nodes[link[1] - 1]["outputs"][link[2]]["links"].append(link[0])
     return {"last_node_id": len(nodes), "last_link_id": len(links), "nodes": nodes, "links": links, "groups": [],
-            "config": {}, "extra": {"info": spec["description"]}, "version": 0.4}
+            "config": {}, "extra": {"info": spec["description"]}, "models": _workflow_models(nodes), "version": 0.4}
 
 
 def main():
     world = world_builder.build(conftest.WORLD_DIR)
     with tempfile.TemporaryDirectory() as work, ComfyServer(conftest.COMFYUI_ROOT, world, work) as server:
         object_info = server.get("/object_info")
+        comfy_version = server.get("/system_stats")["system"]["comfyui_version"]
     for name, spec in WORKFLOWS.items():
         path = ROOT / "workflows" / f"{name}.json"
-        path.write_text(json.dumps(build(spec, object_info), indent=1) + "\n")
+        path.write_text(json.dumps(build(spec, object_info, comfy_version), indent=1) + "\n")
         print("wrote", path.relative_to(ROOT))
 
 

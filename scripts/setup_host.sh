@@ -88,6 +88,21 @@ mkdir -p "$COMFY/custom_nodes"
 ln -sfn "$ROOT" "$COMFY/custom_nodes/$PACK_NAME"
 ln -sfn "$ROOT/tests/host_support" "$COMFY/custom_nodes/ipadapter_kit_test_support"
 
+# 5. a browser for tests/test_browser.py: the system's chromium, driven by playwright (no browser download)
+if ! command -v chromium >/dev/null 2>&1 && ! command -v chromium-browser >/dev/null 2>&1; then
+  if command -v apt-get >/dev/null 2>&1; then
+    SUDO=""
+    [ "$(id -u)" -eq 0 ] || SUDO="sudo -n"
+    log "installing chromium with apt-get (for the browser test)"
+    if ! { $SUDO apt-get update -q && DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -q chromium; } \
+        > "$HOST_DIR/apt-chromium.log" 2>&1; then
+      log "could not install chromium (see $HOST_DIR/apt-chromium.log): tests/test_browser.py will be skipped"
+    fi
+  else
+    log "no chromium and no apt-get: tests/test_browser.py will be skipped (install chromium to run it)"
+  fi
+fi
+
 cat > "$HOST_DIR/host.env" <<ENV
 COMFYUI_ROOT=$COMFY
 HOST_PYTHON=$VENV/bin/python
