@@ -62,3 +62,30 @@ def test_keeping_the_files_dtype_makes_no_copy():
     weights = core_adapter.from_state_dict(nested, NAME, dtype=torch.float16)
     assert weights.ip_adapter["1"].to_k_ip.weight.data_ptr() == nested["ip_adapter"]["1.to_k_ip.weight"].data_ptr()
     assert core_adapter.file_dtype(nested) == torch.float16
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16])
+def test_16_bit_weights_and_queries_on_cuda_give_the_float32_image_attention(dtype):
+    import torch.nn.functional as F
+
+    from ipadapter_kit.ipadapter_core.attention import ImagePrompt, IPAdapterPatch
+
+    def sdpa(q, k, v, heads, attn_precision=None, transformer_options=None):
+        b, _, c = q.shape
+        q, k, v = (t.view(b, -1, heads, c // heads).transpose(1, 2) for t in (q, k, v))
+        return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
+
+    nested = ipadapter_files.state_dict(*ipadapter_files.catalog()[NAME], seed=5)
+    g = torch.Generator().manual_seed(3)
+    weights = {d: core_adapter.from_state_dict(nested, NAME, dtype=d) for d in (torch.float32, dtype)}
+    q, k, v = (torch.randn(2, n, 32, generator=g) for n in (48, 77, 77))
+    conds = [torch.randn(1, 4, 64, generator=g) for _ in range(4)]  # 4 chained adapters
+    options = {"block": ("input", 1), "block_index": 0, "n_heads": 2, "cond_or_uncond": [1, 0],
+               "original_shape": (2, 4, 6, 8)}
+    outs = {}
+    for d, w in weights.items():
+        prompts = [ImagePrompt(weights=w.to("cuda"), cond=c.to(d), uncond=torch.zeros(1, 4, 64, dtype=d),
+                               layer_weights=(1.0,) * 16) for c in conds]
+        outs[d] = IPAdapterPatch("SD1.5", prompts, sdpa)(*(t.to("cuda", d) for t in (q, k, v)), options).float().cpu()
+    assert torch.allclose(outs[dtype], outs[torch.float32], atol=3e-2, rtol=3e-2)
