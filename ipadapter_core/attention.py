@@ -126,18 +126,21 @@ def _group_softmax(scores):
 
 def _unit_softmax(scores, masks=None, in_place=True):
     """Softmax over dim 2 of fresh (heads, U, T, N) scores, in float32, times masks (U, 1, N) when given."""
+    # queries innermost: every pass runs along N, vectorised, whatever T (torch's softmax over a last dim of 4 runs
+    # ~8x slower, docs/benchmarks.md)
     scores = scores.float()
-    if in_place and scores.device.type == "cpu":
-        # queries innermost: every pass runs along N, vectorised, whatever T (torch's softmax over a last dim of 4
-        # runs ~8x slower, docs/benchmarks.md); the masks fold into the normalisation
-        scores -= scores.amax(dim=2, keepdim=True)
-        scores.exp_()
-        scale = scores.sum(dim=2, keepdim=True).reciprocal_()
-        return scores.mul_(scale if masks is None else scale.mul_(masks))
-    probs = scores.softmax(dim=2)
-    return probs if masks is None else probs * masks
+    if not in_place or scores.device.type != "cpu" or scores.shape[-1] < ELEMENTWISE_FROM:
+        probs = scores.softmax(dim=2)
+        return probs if masks is None else probs.mul_(masks) if in_place else probs * masks
+    scores -= scores.amax(dim=2, keepdim=True)
+    scores.exp_()
+    scale = scores.sum(dim=2, keepdim=True).reciprocal_()
+    return scores.mul_(scale if masks is None else scale.mul_(masks))  # masks fold into the normalisation
 
 
+# from this many queries on, _unit_softmax's elementwise passes beat torch's CPU softmax over dim 2 (and fold the
+# masks in without a pass of their own); below it the single softmax kernel call costs less
+ELEMENTWISE_FROM = 256
 # image token counts below this run with the queries innermost (_unit_softmax); larger ones with the image tokens
 # innermost, where torch's softmax kernel is fastest
 UNIT_LAYOUT_BELOW = 16
@@ -155,8 +158,10 @@ class _FusedGroup:
     v: torch.Tensor  # (D, heads, U*T, head_dim), layer, reference and frame weights folded in
     masks: Optional[torch.Tensor]  # float32 (M, U, 1, N) (unit layout) or (M, 1, N, U, 1), or None
     row_of: tuple  # per batch row: its row of k / v
-    mask_of: Optional[tuple]  # per batch row: its row of masks
     gates: Optional[tuple]  # ((sigma_range or None, units), ...) per prompt, or None when no prompt is gated
+    k_rows: tuple = ()  # per batch row: a view of its row of k (heads, U*T, head_dim)
+    v_rows: tuple = ()
+    mask_rows: Optional[tuple] = None  # per batch row: a view of its row of masks
 
     @property
     def unit_layout(self):
@@ -448,7 +453,8 @@ class ImageAttention:
             table = (table.transpose(1, 2).unsqueeze(2) if count < UNIT_LAYOUT_BELOW else
                      table.view(mask_rows, 1, tokens, units, 1)).contiguous()
         gated = tuple(gates) if any(r is not None for r, _ in gates) else None
-        return _FusedGroup(count, units, heads, k, v, table, row_of, mask_of, gated)
+        return _FusedGroup(count, units, heads, k, v, table, row_of, gated, tuple(k[r] for r in row_of),
+                           tuple(v[r] for r in row_of), None if table is None else tuple(table[r] for r in mask_of))
 
     def _unit_masks(self, prompt, layout, device, distinct, m, units):
         """(M, N, units) float32 masks of one member per table row (M = 1 when they are the same for all), or None."""
@@ -470,10 +476,10 @@ class ImageAttention:
         q_rows = q_heads.unbind(0)  # (heads, N, head_dim) views
         in_place = not (q_heads.requires_grad and torch.is_grad_enabled())  # autograd needs the probabilities kept
         for b in range(batch):
-            k, v = group.k[group.row_of[b]], group.v[group.row_of[b]]  # (heads, U*T, head_dim)
+            k, v = group.k_rows[b], group.v_rows[b]  # (heads, U*T, head_dim)
             if gate is not None:
                 v = (v.view(heads, units, count, head_dim) * gate[b].view(1, units, 1, 1)).view(heads, -1, head_dim)
-            masks = None if group.masks is None else group.masks[group.mask_of[b]]
+            masks = None if group.mask_rows is None else group.mask_rows[b]
             if group.unit_layout:
                 scores = torch.bmm(k, q_rows[b].transpose(1, 2))  # (heads, U*T, N)
                 probs = _unit_softmax(scores.view(heads, units, count, tokens), masks, in_place)
