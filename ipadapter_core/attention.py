@@ -365,7 +365,7 @@ class ImageAttention:
 
     @staticmethod
     def _batch_rows(prompt, chunks, batch, frames=None):
-        """Per batch row: (row of the prompt's (2, R) K/V table, or its cond/uncond kind; the frame's weight or None)."""
+        """Per batch row: (its row of the prompt's (2, R) K/V table, or its cond/uncond kind; frame weight or None)."""
         rows = []
         for chunk in chunks:
             kind = 1 if chunk == 1 else 0
@@ -447,7 +447,7 @@ class ImageAttention:
         table, mask_of = None, None
         if any(mk is not None for mk in masks):
             mask_rows = max(mk.shape[0] for mk in masks if mk is not None)  # rows when some masked prompt unfolds
-            table = torch.cat([(mk if mk is not None else torch.ones(1, tokens, n, device=device)).expand(mask_rows, -1, -1)
+            table = torch.cat([(torch.ones(1, tokens, n, device=device) if mk is None else mk).expand(mask_rows, -1, -1)
                                for mk, (_, n) in zip(masks, gates)], dim=-1)  # (M, N, U)
             mask_of = row_of if mask_rows > 1 else (0,) * batch
             table = (table.transpose(1, 2).unsqueeze(2) if count < UNIT_LAYOUT_BELOW else

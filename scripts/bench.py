@@ -118,7 +118,7 @@ def main(argv=None):
             while at < len(wanted) and wanted[at] in harness.SUBPHASES:
                 at += 1
             wanted.insert(at, sub)
-    if not cases - harness.SUB_CASES:  # --cases instantid / pulid: no adapter cases to run in the UNet (and Flux) phases
+    if not cases - harness.SUB_CASES:  # --cases instantid / pulid: no adapter cases in the UNet (and Flux) phases
         skip = {"sd15", "sdxl"} | ({"flux"} if "pulid" in cases else set())
         wanted = [p for p in wanted if p not in skip]
         partial = True
@@ -130,8 +130,8 @@ def main(argv=None):
     with tempfile.TemporaryDirectory(prefix="ipakit-bench-") as tmp:
         for phase in phases:
             path = os.path.join(tmp, f"{phase}.json")
-            done = subprocess.run([sys.executable, os.path.abspath(__file__), *(sys.argv[1:] if argv is None else argv), "--worker", phase,
-                                   "--result", path])
+            command = [*(sys.argv[1:] if argv is None else argv), "--worker", phase, "--result", path]
+            done = subprocess.run([sys.executable, os.path.abspath(__file__), *command])
             if done.returncode != 0 or not os.path.exists(path):
                 harness.log(f"phase {phase} failed (exit status {done.returncode})")
                 failed.append(phase)

@@ -2,7 +2,7 @@
 block, ComfyUI's own classes with random weights, called plain and through the pack's installed dit block replace
 (XLabs and InstantX adapters, written at real size in the released layouts and loaded by the pack's loader).
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, probes, argument values and helpers are
+Imported by scripts/bench.py, which passes `bench` (its namespace()): the clock, probes, argument values and helpers are
 the same as for the SD1.5/SDXL phases.
 """
 import gc

@@ -15,7 +15,7 @@
   real-size ID encoders (SDXL IDEncoder, Flux IDFormer); each step timed, and the node's own `identity` function
   end to end. Quoted in both subsections.
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, memory probe, probes, argument values and
+Imported by scripts/bench.py, which passes `bench` (namespace()): the clock, memory probe, probes, argument values and
 helpers are the same as for the other phases.
 """
 import contextlib

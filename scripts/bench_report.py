@@ -59,7 +59,7 @@ def arch_section(r):
               "a patched forward minus "
               "that of the unpatched forwards bracketing it (median over rounds; the adapter weights are already "
               "loaded in both). *K/V cache*: what the patch keeps between calls after the first step, by its own "
-              "`cache_bytes()`: the image K/V tables (one row for cond and one for uncond per layer) and resized masks.",
+              "`cache_bytes()`: the image K/V tables (one row for cond, one for uncond per layer) and resized masks.",
               "",
               "### One attn2 call (level 1)", "",
               f"`{r['l1_key']}`: {r['l1_shape']}; the installed patch vs ComfyUI's `optimized_attention` "
@@ -207,8 +207,8 @@ def write_doc(path, results, info, elapsed, bench, partial=False):
     for r in results:
         if r["arch"] in SUBPHASES:  # a sub-phase alone (--cases instantid / pulid): its part of its parent's section
             parent = SUBPHASES[r["arch"]][0]
-            sections[parent] = splice(sections.get(parent, f"<!-- bench:{parent} -->\n## {PHASE_NAMES[parent]}\n\n"
-                                                           f"<!-- /bench:{parent} -->"), r["arch"], section_for(r, bench))
+            empty = f"<!-- bench:{parent} -->\n## {PHASE_NAMES[parent]}\n\n<!-- /bench:{parent} -->"
+            sections[parent] = splice(sections.get(parent, empty), r["arch"], section_for(r, bench))
             continue
         new = section_for(r, bench)
         for sub, (parent, _) in SUBPHASES.items():
@@ -227,7 +227,8 @@ def write_doc(path, results, info, elapsed, bench, partial=False):
                                  r"`(--arch \w+(?:\s+--cases [\w,]+)?)`\s+\(([\d.]+) minutes\)",
                                  old[last.start():end if end >= 0 else None])
             if not names & set(m.group(1).split(", ")))
-        command = f"--arch {harness.ARGS.arch}" + (f" --cases {harness.ARGS.cases}" if harness.ARGS.cases != harness.DEFAULT_CASES else "")
+        cases = harness.ARGS.cases
+        command = f"--arch {harness.ARGS.arch}" + (f" --cases {cases}" if cases != harness.DEFAULT_CASES else "")
         run_line = (f"Last full run {last.group(1)}, took\n{last.group(2)} minutes{earlier}; {ran} updated "
                     f"{info['date']} by `{command}` ({elapsed / 60:.1f} minutes).")
     else:
@@ -303,21 +304,42 @@ Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python
 The patch adds to ComfyUI's attention over 77 text keys an attention over a few image keys (4 or 16 per reference).
 `ipadapter_core/attention.py` does it like this: per layer, the image K/V of every prompt and reference with the
 same token count are fused into one table laid out per head, with the layer, reference and frame weights and the
-1/√d scale folded in, built on the first step and cached per batch layout. A call is then, for each batch row: one
-`bmm` of q (viewed per head, not copied) against all image keys, one softmax per reference (four elementwise passes
-on CPU for rows shorter than 16, where torch's softmax kernel is slow), masks multiplied into the probabilities,
-and one `baddbmm` accumulating into the text attention's output through a strided per-head view. The number of
-adapters and references changes the width of those two matmuls, not the number of passes over q and the output.
+1/√d scale folded in, built on the first step of each batch layout from K/V projected there and then dropped, so
+the table is the only copy; it holds one row per distinct batch row (cond and uncond; a frame's reference when
+unfolding), and each batch row reads its row through a view. A call is then, for each batch row: one `bmm` of q
+(viewed per head, not copied) against all image keys, one softmax per reference, masks folded in, and one `baddbmm`
+accumulating into the text attention's output through a strided per-head view. The number of adapters and
+references changes the width of those two matmuls, not the number of passes over q and the output.
+
+The softmax per reference decides whether 4 chained 4-token adapters cost what one 16-token adapter costs: with
+the image tokens innermost, scores (heads, N, U·T), a softmax over rows of 4 runs torch's CPU kernel at a third of
+its speed on rows of 16, and its elementwise replacement (`amax`, `sum` and two passes over rows of 4) made 4
+chained adapters cost 1.50–1.56× a plain attn2 call against 1.30–1.35× for one plus adapter (History). Groups of
+fewer than 16 tokens per reference are therefore scored the other way round, (heads, U·T, N) = K · qᵀ: every
+reduction of the softmax runs along the N queries, vectorised whatever the number of tokens per reference, and the
+output product takes the probabilities as a transposed view. Below 256 queries one torch softmax over that
+dimension is cheapest; from 256 on, elementwise passes are, and they fold the masks into the normalisation
+(a (heads, U, 1, N) product instead of a pass over the probabilities). Groups of 16 tokens or more keep the image
+tokens innermost, where torch's softmax kernel is fastest.
 
 What is left is bounded by memory traffic, not arithmetic: the matmuls have inner sizes of 4–16 image tokens and a
 head size of 40–160, so each call streams q once and the output twice (batch × tokens × width floats each) for
 very little compute; the profile columns above show the added time split between the two matmuls (`bmm`, and
-`addmm_`, which the accumulating `baddbmm_` becomes on the strided output), the softmax passes (`amax`, `sum`,
-`exp_`, `div_`; `mul` with masks) and, at small latents, the per-row view ops (`select`). Going lower would need a
-kernel that fuses the image term into the text attention itself (one read of q, one write of the output), which
-ComfyUI's pluggable attention functions do not let a patch do.
+`addmm_`, which the accumulating `baddbmm_` becomes on the strided output), the softmax passes and, at small
+latents, the per-row view ops (`select`). Going lower would need a kernel that fuses the image term into the text
+attention itself (one read of q, one write of the output), which ComfyUI's pluggable attention functions do not let
+a patch do.
 
 ## History
+
+Before the query-innermost softmax and the single K/V copy (the attention code of commit 151edfe, measured
+2026-11-23 (SD1.5) and 2026-11-30 (SDXL) with this script): one attn2 call cost 1.302× the plain call for 1 plus
+adapter, 1.495× for 4 chained adapters and 1.508× for 4 masked references (SD1.5, q (2, 1024, 320)); SDXL 1.353×,
+1.561×, 1.611× (q (2, 64, 640)). The patch kept each layer's projected image K/V twice, per layer and in the fused
+tables, while the *K/V cache* column counted the per-layer copy only: the true figures were twice those printed
+then (SD1.5: 1.52 MB for 1 base adapter, 6.1 MB for 1 plus adapter or 4 chained adapters; SDXL: 10.2 and 40.6 MB),
+and batches of several latents held a copy per latent. Adapter weights were float32 whatever the file held (an
+fp16 release took twice its file size, on a GPU too).
 
 Before the fused path (the attention code of commit 8a7025b, run 2026-11-23 on this machine with this script):
 one attn2 call cost 1.90× the plain call for 1 base adapter, 1.55× for 1 plus adapter, 3.93× for 4 adapters,

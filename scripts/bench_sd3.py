@@ -2,7 +2,7 @@
 own class with random weights, called plain and through the pack's installed dit block replace for InstantX's
 SD3.5-Large IP-Adapter (written at real size in the released layout, loaded by the pack's loader).
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, probes, argument values and helpers are
+Imported by scripts/bench.py, which passes `bench` (its namespace()): the clock, probes, argument values and helpers are
 the same as for the other phases.
 """
 import contextlib

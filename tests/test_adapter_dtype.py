@@ -1,4 +1,4 @@
-"""Adapter weights in memory: float32 on CPU, the file's own 16-bit dtype where ComfyUI runs 16-bit (no float32 copy)."""
+"""Adapter weights in memory: float32 on CPU, the file's own 16-bit dtype where ComfyUI runs 16-bit (no fp32 copy)."""
 import pytest
 import torch
 from safetensors.torch import save_file

@@ -16,7 +16,8 @@ def test_bench_modules_run_nothing_at_import(monkeypatch):
     monkeypatch.syspath_prepend(str(ROOT / "scripts"))
     monkeypatch.setattr(sys, "argv", ["pytest", "--not-a-bench-option"])  # argparse would exit on it
     threads, scaled_kv, tensor_item = torch.get_num_threads(), attention.scaled_kv, torch.Tensor.item
-    modules = {name: importlib.import_module(name) for name in ("bench_harness", "bench_probes", "bench_report", "bench")}
+    names = ("bench_harness", "bench_probes", "bench_report", "bench")
+    modules = {name: importlib.import_module(name) for name in names}
     harness = modules["bench_harness"]
     assert harness.ARGS is None and harness.DEVICE is None and modules["bench_probes"].PROBES is None
     assert attention.scaled_kv is scaled_kv and torch.Tensor.item is tensor_item

@@ -210,8 +210,8 @@ def test_image_kv_kept_once_after_a_sampling_step(sd15):
     patched = patching.apply_embeds(model, adapter, cond, uncond)
     patch = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
     sample(patched, pos, neg, batch=2)  # 2 latents: cond and uncond rows of every layer still one table row each
-    one_copy = sum(2 * 2 * adapter.spec.tokens * adapter.weights.kv_projection(layer).k_weight.shape[0] * 4  # K, V x cond, uncond
-                   for layer in patch.active_layers())
+    widths = [adapter.weights.kv_projection(layer).k_weight.shape[0] for layer in patch.active_layers()]
+    one_copy = sum(2 * 2 * adapter.spec.tokens * width * 4 for width in widths)  # K, V x cond, uncond, float32
     assert patch.cache_bytes() == one_copy
     sample(patched, pos, neg, batch=2)
     assert patch.cache_bytes() == one_copy
