@@ -3,13 +3,15 @@
 ImageAttention holds every image prompt stacked on one model (several apply nodes) and adds their attention
 to a query; it is family-agnostic. IPAdapterPatch is its UNet hook (one object serves every attn2 key); the
 DiT families wrap it in their block hooks (families/). A patch never changes after it is installed. Image K/V
-are projected once per device/dtype and cached; nothing on the call path reads tensor values on the host.
+are projected when a layer's table is built and kept in that table only (cache_bytes() says how much); nothing on
+the call path reads tensor values on the host.
 
 Hot path (docs/benchmarks.md): per layer, every prompt and reference with the same token count is fused into
-one table of image keys/values laid out per head (built once per layer and batch layout, then cached), so a
-call costs one matmul for the scores, one softmax per small group, and one matmul that accumulates into the
-text attention's output in place, whatever the number of adapters and references. q and the output are used
-through strided per-head views (no copies), one batch row at a time.
+one table of image keys/values laid out per head (built once per layer and batch layout, one row per distinct
+batch row, then cached), so a call costs one matmul for the scores, one softmax per small group, and one matmul
+that accumulates into the text attention's output in place, whatever the number of adapters and references.
+Small groups are scored with the queries innermost, so that the softmax runs along the queries whatever the
+group's size. q and the output are used through strided per-head views (no copies), one batch row at a time.
 """
 import math
 from dataclasses import dataclass
@@ -159,9 +161,9 @@ class _FusedGroup:
     masks: Optional[torch.Tensor]  # float32 (M, U, 1, N) (unit layout) or (M, 1, N, U, 1), or None
     row_of: tuple  # per batch row: its row of k / v
     gates: Optional[tuple]  # ((sigma_range or None, units), ...) per prompt, or None when no prompt is gated
-    k_rows: tuple = ()  # per batch row: a view of its row of k (heads, U*T, head_dim)
-    v_rows: tuple = ()
-    mask_rows: Optional[tuple] = None  # per batch row: a view of its row of masks
+    k_rows: tuple  # per batch row: a view of its row of k, (heads, U*T, head_dim)
+    v_rows: tuple
+    mask_rows: Optional[tuple]  # per batch row: a view of its row of masks
 
     @property
     def unit_layout(self):
@@ -169,7 +171,7 @@ class _FusedGroup:
         return self.tokens < UNIT_LAYOUT_BELOW
 
     def tensors(self):
-        """The tensors this group holds (views per batch row are made on the fly)."""
+        """The tensors this group holds (the per-row views share their storage)."""
         return (self.k, self.v) + (() if self.masks is None else (self.masks,))
 
 
