@@ -142,8 +142,28 @@ def arch_section(r):
                          f" + {(cold['cache_bytes'] - cold['kv_once_bytes']) / harness.MB:.2f} MB masks"
                          if cold["cache_bytes"] > cold["kv_once_bytes"] else "")
                      for c, cold in r["cold"].items()) + ".")
+    lines += fused_check(r["l1"])
     lines.append(f"<!-- /bench:{r['arch']} -->")
     return "\n".join(lines)
+
+
+L1_FUSED_TARGET = (1.35, 1.05)  # issue 15: chained / separate at call level: <= 1.35x plain, within 5% of one plus
+
+
+def fused_check(l1):
+    """The check line: 4 chained adapters and 4 separate references cost what one 16-token plus adapter costs."""
+    if not {"plus", "four", "masked"} <= set(l1):
+        return []
+    plus = summary(l1["plus"]["ratios"])[0]
+    ratios = {c: summary(l1[c]["ratios"])[0] for c in ("four", "masked")}
+    most, of_plus = L1_FUSED_TARGET
+    ok = all(v <= most and v <= of_plus * plus for v in ratios.values())
+    return [f"- **4 adapters or 4 references cost what one plus adapter costs** {'✅' if ok else '❌'}: one attn2 "
+            f"call with 4 chained adapters costs {ratios['four']:.3f}× the plain call and with 4 separate masked "
+            f"references {ratios['masked']:.3f}×, against {plus:.3f}× for one 16-token plus adapter "
+            f"({ratios['four'] / plus:.3f}× and {ratios['masked'] / plus:.3f}× of it; target ≤ {of_plus:.2f}× of it "
+            f"and ≤ {most:.2f}×): the fused table makes them the same work, 16 image keys, one score and one output "
+            "product."]
 
 
 def extract(section, sub):

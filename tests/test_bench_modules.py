@@ -33,3 +33,16 @@ def test_the_probes_count_projections_once_installed(monkeypatch):
     prompt = types.SimpleNamespace(layer_weights=(1.0,), ref_weights=(1.0,), embeds_scaling="V only")
     attention.scaled_kv(prompt, 0, torch.randn(1, 2, 4), KVProjection(torch.randn(8, 4), torch.randn(8, 4)), 4)
     assert counter.projections == 1
+
+
+def test_the_report_checks_chained_and_separate_against_one_plus_adapter(monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    report = importlib.import_module("bench_report")
+
+    def check(plus, four, masked):
+        return report.fused_check({c: {"ratios": [v]} for c, v in (("plus", plus), ("four", four), ("masked", masked))})
+
+    assert "✅" in check(1.30, 1.33, 1.34)[0]
+    assert "❌" in check(1.30, 1.38, 1.31)[0]  # 6% above the plus adapter
+    assert "❌" in check(1.34, 1.36, 1.35)[0]  # within 5% of it but above 1.35x
+    assert check(1.30, 1.31, 1.32)[0].count("1.008×") == 1
