@@ -150,12 +150,24 @@ WEIGHTS_BY_LAYOUT = {"tencent": IPAdapterWeights, "xlabs": XLabsFluxWeights, "jo
                      "pulid_flux": PuLIDFluxWeights}
 
 
-def from_state_dict(nested, name="adapter"):
-    """Detect and strictly load a nested state dict; key mismatches become UnknownFormatError."""
+def file_dtype(nested):
+    """The floating dtype holding most of a nested state dict's numbers (float32 when it has none)."""
+    counts = {}
+    for sd in nested.values():
+        for t in sd.values():
+            if t.is_floating_point():
+                counts[t.dtype] = counts.get(t.dtype, 0) + t.numel()
+    return max(counts, key=counts.get) if counts else torch.float32
+
+
+def from_state_dict(nested, name="adapter", dtype=torch.float32):
+    """Detect and strictly load a nested state dict with its floating tensors in dtype (None: as the file holds them,
+    each tensor that already is dtype used as it is, no copy); key mismatches become UnknownFormatError."""
     spec = detect(nested, name)
     with torch.device("meta"):  # no random init of weights the file replaces anyway (seconds for Flux adapters)
         model = WEIGHTS_BY_LAYOUT[spec.layout](spec)
-    flat = {f"{g}.{k}": v.float() if v.is_floating_point() else v for g, sd in nested.items() for k, v in sd.items()}
+    flat = {f"{g}.{k}": v.to(dtype) if dtype is not None and v.is_floating_point() else v
+            for g, sd in nested.items() for k, v in sd.items()}
     try:
         model.load_state_dict(flat, strict=True, assign=True)
     except RuntimeError as e:
@@ -165,8 +177,11 @@ def from_state_dict(nested, name="adapter"):
     return model.eval().requires_grad_(False)
 
 
-def load(path):
-    """Load an adapter file from disk (safetensors or weights-only torch file)."""
-    return from_state_dict(load_adapter_file(path), os.path.basename(path))
+def load(path, choose_dtype=None):
+    """Load an adapter file from disk (safetensors or weights-only torch file); its weights in
+    choose_dtype(the file's dtype), float32 without a chooser."""
+    nested = load_adapter_file(path)
+    dtype = torch.float32 if choose_dtype is None else choose_dtype(file_dtype(nested))
+    return from_state_dict(nested, os.path.basename(path), dtype)
 
 

@@ -3,13 +3,15 @@
 ImageAttention holds every image prompt stacked on one model (several apply nodes) and adds their attention
 to a query; it is family-agnostic. IPAdapterPatch is its UNet hook (one object serves every attn2 key); the
 DiT families wrap it in their block hooks (families/). A patch never changes after it is installed. Image K/V
-are projected once per device/dtype and cached; nothing on the call path reads tensor values on the host.
+are projected when a layer's table is built and kept in that table only (cache_bytes() says how much); nothing on
+the call path reads tensor values on the host.
 
 Hot path (docs/benchmarks.md): per layer, every prompt and reference with the same token count is fused into
-one table of image keys/values laid out per head (built once per layer and batch layout, then cached), so a
-call costs one matmul for the scores, one softmax per small group, and one matmul that accumulates into the
-text attention's output in place, whatever the number of adapters and references. q and the output are used
-through strided per-head views (no copies), one batch row at a time.
+one table of image keys/values laid out per head (built once per layer and batch layout, one row per distinct
+batch row, then cached), so a call costs one matmul for the scores, one softmax per small group, and one matmul
+that accumulates into the text attention's output in place, whatever the number of adapters and references.
+Small groups are scored with the queries innermost, so that the softmax runs along the queries whatever the
+group's size. q and the output are used through strided per-head views (no copies), one batch row at a time.
 """
 import math
 from dataclasses import dataclass
@@ -118,30 +120,59 @@ def sigma_gate(sigma_range, sigmas, batch, device, dtype):
     return gate if gate.shape[0] == batch else gate[:1].expand(batch)
 
 
-def _group_softmax(scores, in_place=True):
-    """Softmax over the last dim of fresh (..., T) scores, in float32; tiny T gets an elementwise version."""
+def _group_softmax(scores):
+    """Softmax over the last dim of fresh (..., T) scores, in float32."""
     scores = scores.float()  # q's dtype may be half; the float32 copy (or the fresh fp32 scores) is ours
-    if in_place and scores.device.type == "cpu" and scores.shape[-1] < 16:
-        # torch's CPU softmax vectorises along the softmax dim: rows of 4 to 8 image tokens run ~3x slower
-        # than these four vectorised passes (docs/benchmarks.md)
-        scores -= scores.amax(dim=-1, keepdim=True)
-        scores.exp_()
-        return scores.div_(scores.sum(dim=-1, keepdim=True))
     return scores.softmax(dim=-1)
+
+
+def _unit_softmax(scores, masks=None, in_place=True):
+    """Softmax over dim 2 of fresh (heads, U, T, N) scores, in float32, times masks (U, 1, N) when given."""
+    # queries innermost: every pass runs along N, vectorised, whatever T (torch's softmax over a last dim of 4 runs
+    # ~8x slower, docs/benchmarks.md)
+    scores = scores.float()
+    if not in_place or scores.device.type != "cpu" or scores.shape[-1] < ELEMENTWISE_FROM:
+        probs = scores.softmax(dim=2)
+        return probs if masks is None else probs.mul_(masks) if in_place else probs * masks
+    scores -= scores.amax(dim=2, keepdim=True)
+    scores.exp_()
+    scale = scores.sum(dim=2, keepdim=True).reciprocal_()
+    return scores.mul_(scale if masks is None else scale.mul_(masks))  # masks fold into the normalisation
+
+
+# from this many queries on, _unit_softmax's elementwise passes beat torch's CPU softmax over dim 2 (and fold the
+# masks in without a pass of their own); below it the single softmax kernel call costs less
+ELEMENTWISE_FROM = 256
+# image token counts below this run with the queries innermost (_unit_softmax); larger ones with the image tokens
+# innermost, where torch's softmax kernel is fastest
+UNIT_LAYOUT_BELOW = 16
 
 
 @dataclass(frozen=True, eq=False)
 class _FusedGroup:
-    """Image K/V of every (prompt, reference) unit with `tokens` tokens on one layer, laid out per head."""
+    """Image K/V of every (prompt, reference) unit with `tokens` tokens on one layer, laid out per head: one row per
+    distinct batch row (cond, uncond, a frame's reference), each batch row a view of its row."""
 
     tokens: int  # T: image tokens per unit (one softmax per unit)
     units: int  # U
     heads: int
-    v: torch.Tensor  # (B, heads, U*T, head_dim), layer and reference weights folded in
-    k_rows: tuple  # per batch row: (heads, head_dim, U*T), scaled by head_dim ** -0.5
-    v_rows: tuple  # per batch row: (heads, U*T, head_dim)
-    mask_rows: Optional[tuple]  # per batch row: (1, N, U, 1) float32, or None
+    k: torch.Tensor  # (D, heads, U*T, head_dim), scaled by head_dim ** -0.5, layer and reference weights folded in
+    v: torch.Tensor  # (D, heads, U*T, head_dim), layer, reference and frame weights folded in
+    masks: Optional[torch.Tensor]  # float32 (M, U, 1, N) (unit layout) or (M, 1, N, U, 1), or None
+    row_of: tuple  # per batch row: its row of k / v
     gates: Optional[tuple]  # ((sigma_range or None, units), ...) per prompt, or None when no prompt is gated
+    k_rows: tuple  # per batch row: a view of its row of k, (heads, U*T, head_dim)
+    v_rows: tuple
+    mask_rows: Optional[tuple]  # per batch row: a view of its row of masks
+
+    @property
+    def unit_layout(self):
+        """Whether scores run (heads, U*T, N) (queries innermost) rather than (heads, N, U*T)."""
+        return self.tokens < UNIT_LAYOUT_BELOW
+
+    def tensors(self):
+        """The tensors this group holds (the per-row views share their storage)."""
+        return (self.k, self.v) + (() if self.masks is None else (self.masks,))
 
 
 def mask_grid(original_shape, tokens):
@@ -242,10 +273,7 @@ class ImageAttention:
         self.prompts = tuple(prompts)
         self._models = tuple(models)
         self._active = [p.active_layers() for p in self.prompts]
-        self._kv = {}
-        self._masks = {}
-        self._index = {}
-        self._frames = {}
+        self._masks = {}  # resized masks of the projected (PuLID) prompts, per layout
         self._fused = {}
         self._windowed = {}  # per batch layout: (frames, groups) of the latest context window
         self._all_active = frozenset().union(*self._active)
@@ -273,6 +301,26 @@ class ImageAttention:
     def to(self, device):
         return self
 
+    def cached_tensors(self):
+        """Every tensor the patch keeps between calls (image K/V tables, resized masks), each storage once."""
+        groups = [g for groups in self._fused.values() for g in groups]
+        groups += [g for _, groups in self._windowed.values() for g in groups]
+        tensors = [t for g in groups for t in g.tensors()] + list(self._masks.values())
+        seen, unique = set(), []
+        for t in tensors:
+            if t.untyped_storage().data_ptr() not in seen:
+                seen.add(t.untyped_storage().data_ptr())
+                unique.append(t)
+        return unique
+
+    def cache_bytes(self):
+        """Bytes of what the patch keeps between calls (docs/benchmarks.md's K/V cache column)."""
+        return sum(t.untyped_storage().nbytes() for t in self.cached_tensors())
+
+    def cache_entries(self):
+        """How many tables the patch has built (one per layer and batch layout, plus resized masks)."""
+        return len(self._fused) + len(self._windowed) + len(self._masks)
+
     def add_image_attention(self, out_heads, q_heads, layer, call, only=None):
         """out_heads += the image attention of the prompts on layer (all, or the indices in `only`); both
         (B, heads, N, head_dim). False if none."""
@@ -289,66 +337,46 @@ class ImageAttention:
             if layer not in self._active[i]:
                 continue
             prompt = self.prompts[i]
+            only = frozenset((i,))
             image = torch.zeros_like(q_heads)
-            self.add_image_attention(image, q_heads, layer, call, only=frozenset((i,)))
+            self.add_image_attention(image, q_heads, layer, call, only=only)
             image = image.transpose(1, 2).reshape(batch, tokens, heads * head_dim)
             mass = None
             if prompt.projection == "ortho_v2":
-                k, _ = self._layer_kv(i, prompt, layer, q_heads.device, q_heads.dtype, head_dim)
-                rows = self._batch_index(prompt, call.chunks, batch, q_heads.device)
-                k = k.flatten(0, 1)[rows * prompt.references]  # (B, T, C): reference 0 of cond / uncond
-                mass = identity_mass(q_heads, k.view(batch, -1, heads, head_dim).transpose(1, 2))
+                (group,) = self._fused_groups(layer, q_heads, call, only)
+                count = group.tokens  # reference 0 of cond / uncond; the table's keys carry the 1/sqrt(d) scale
+                keys = group.k[list(group.row_of), :, :count].float() * head_dim ** 0.5
+                mass = identity_mass(q_heads, keys)
             term = joined_term(text_out, image, prompt.projection, mass)
             if prompt.masks is not None:
                 term = term * self._resized_masks(i, prompt, call.layout, q_heads.device, term.dtype)[0].view(1, -1, 1)
             terms.append(term.to(text_out.dtype))
         return terms
 
-    def _layer_kv(self, i, prompt, layer, device, dtype, head_dim):
-        key = (i, layer, device, dtype, head_dim)
-        hit = self._kv.get(key)
-        if hit is None:
-            kv = prompt.weights.kv_projection(layer).to(device, dtype)
-            cond = prompt.cond.to(device, dtype)
-            if layer in prompt.inverted_layers:
-                cond, uncond = torch.zeros_like(cond), cond
-            else:
-                uncond = prompt.uncond.to(device, dtype)
-            kc, vc = scaled_kv(prompt, layer, cond, kv, head_dim)
-            ku, vu = scaled_kv(prompt, layer, uncond, kv, head_dim)
-            hit = (torch.stack((kc, ku)), torch.stack((vc, vu)))  # (2, R, T, C): cond, uncond
-            self._kv[key] = hit
-        return hit
+    def _layer_kv(self, prompt, layer, device, dtype, head_dim):
+        """(K, V) of one prompt on one layer, each (2, R, T, C): cond, uncond (not kept: the fused tables are)."""
+        kv = prompt.weights.kv_projection(layer).to(device, dtype)
+        cond = prompt.cond.to(device, dtype)
+        if layer in prompt.inverted_layers:
+            cond, uncond = torch.zeros_like(cond), cond
+        else:
+            uncond = prompt.uncond.to(device, dtype)
+        kc, vc = scaled_kv(prompt, layer, cond, kv, head_dim)
+        ku, vu = scaled_kv(prompt, layer, uncond, kv, head_dim)
+        return torch.stack((kc, ku)), torch.stack((vc, vu))
 
-    def _batch_index(self, prompt, cond_or_uncond, batch, device, frames=None):
-        """Row of the (2*R) K/V table for each batch element (cond/uncond chunk, and frame when unfolding)."""
-        key = (tuple(cond_or_uncond), batch, prompt.unfold_batch, prompt.references, device,
-               frames if prompt.unfold_batch else None)
-        hit = self._index.get(key)
-        if hit is None:
-            frames = chunk_frames(batch, cond_or_uncond, frames)
-            rows = []
-            for chunk in cond_or_uncond:
-                kind = 1 if chunk == 1 else 0
-                for frame in frames:
-                    rows.append(kind * prompt.references + frame_entry(frame, prompt.references) if prompt.unfold_batch
-                                else kind)
-            hit = torch.tensor(rows, device=device)
-            self._index[key] = hit
-        return hit
-
-    def _frame_scale(self, i, prompt, cond_or_uncond, batch, device, dtype, frames=None):
-        """(B, 1, 1) multiplier: the weight of each latent's frame (its position inside its cond/uncond chunk, or
-        the absolute frame a context window gives)."""
-        key = (i, tuple(cond_or_uncond), batch, device, dtype, frames)
-        hit = self._frames.get(key)
-        if hit is None:
-            weights = prompt.frame_weights
-            rows = [weights[frame_entry(frame, len(weights))] for _ in cond_or_uncond
-                    for frame in chunk_frames(batch, cond_or_uncond, frames)]
-            hit = torch.tensor(rows, device=device, dtype=dtype).view(-1, 1, 1)
-            self._frames[key] = hit
-        return hit
+    @staticmethod
+    def _batch_rows(prompt, chunks, batch, frames=None):
+        """Per batch row: (its row of the prompt's (2, R) K/V table, or its cond/uncond kind; frame weight or None)."""
+        rows = []
+        for chunk in chunks:
+            kind = 1 if chunk == 1 else 0
+            for frame in chunk_frames(batch, chunks, frames):
+                row = kind * prompt.references + frame_entry(frame, prompt.references) if prompt.unfold_batch \
+                    else kind
+                weights = prompt.frame_weights
+                rows.append((row, None if weights is None else weights[frame_entry(frame, len(weights))]))
+        return rows
 
     def _resized_masks(self, i, prompt, layout, device, dtype):
         key = (i, layout, device, dtype)
@@ -369,6 +397,7 @@ class ImageAttention:
             # size of one batch however many windows the animation has (each new window rebuilds it once)
             frames, hit = self._windowed.get(key, (None, None))
             if frames != call.frames:
+                self._windowed.pop(key, None)  # the old window's tables go before the new ones are made
                 hit = self._build_groups(layer, q_heads, call.chunks, layout, only, call.frames)
                 self._windowed[key] = (call.frames, hit)
             return hit
@@ -379,69 +408,91 @@ class ImageAttention:
         return hit
 
     def _build_groups(self, layer, q_heads, chunks, layout, only=None, frames=None):
+        """One _FusedGroup per image token count: K/V projected here, each distinct batch row's table made once."""
         batch, heads, tokens, head_dim = q_heads.shape
-        device, dtype = q_heads.device, q_heads.dtype
-        by_tokens = {}  # T -> [(k, v, masks, sigma_range)] with k, v (B, units, T, C)
+        by_tokens = {}  # T -> [(prompt index, per batch row (table row, frame weight))]
         for i, prompt in enumerate(self.prompts):
             if layer not in self._active[i] or (only is not None and i not in only):
                 continue
-            k, v = self._layer_kv(i, prompt, layer, device, dtype, head_dim)  # (2, R, T, C): cond, uncond
-            rows = self._batch_index(prompt, chunks, batch, device, frames)
+            by_tokens.setdefault(prompt.cond.shape[1], []).append((i, self._batch_rows(prompt, chunks, batch, frames)))
+        return tuple(self._build_group(layer, q_heads, count, members, layout)
+                     for count, members in by_tokens.items())
+
+    def _build_group(self, layer, q_heads, count, members, layout):
+        batch, heads, tokens, head_dim = q_heads.shape
+        device, dtype = q_heads.device, q_heads.dtype
+        signatures = [tuple(rows[b] for _, rows in members) for b in range(batch)]
+        distinct = list(dict.fromkeys(signatures))  # batch rows that see the same K/V share one table row
+        row_of = tuple(distinct.index(s) for s in signatures)
+        keys, values, masks, gates = [], [], [], []
+        for m, (i, _) in enumerate(members):
+            prompt = self.prompts[i]
+            k, v = self._layer_kv(prompt, layer, device, dtype, head_dim)
+            picked = [signature[m][0] for signature in distinct]
             if prompt.unfold_batch:  # one reference per latent
-                k, v = k.flatten(0, 1)[rows].unsqueeze(1), v.flatten(0, 1)[rows].unsqueeze(1)
+                k, v = k.flatten(0, 1)[picked].unsqueeze(1), v.flatten(0, 1)[picked].unsqueeze(1)
             else:  # every reference for every latent, one softmax each
-                k, v = k[rows], v[rows]
+                k, v = k[picked], v[picked]
             if prompt.frame_weights is not None:  # per-latent weight: static for this batch layout, so into V
-                v = v * self._frame_scale(i, prompt, chunks, batch, device, dtype, frames).view(batch, 1, 1, 1)
-            masks = None
-            if prompt.masks is not None and prompt.projection == "none":  # PuLID masks its joined term instead
-                resized = self._resized_masks(i, prompt, layout, device, torch.float32)  # (R, N)
-                masks = resized[rows % prompt.references].unsqueeze(-1) if prompt.unfold_batch else \
-                    resized.t().unsqueeze(0)  # (B, N, 1) / (1, N, R)
-            by_tokens.setdefault(k.shape[2], []).append((k, v, masks, prompt.sigma_range))
-        groups = []
-        for count, members in by_tokens.items():
-            k = torch.cat([m[0] for m in members], dim=1)
-            v = torch.cat([m[1] for m in members], dim=1)
-            units = k.shape[1]
-            k = (k * head_dim ** -0.5).view(batch, units, count, heads, head_dim).permute(0, 3, 4, 1, 2)
-            v = v.view(batch, units, count, heads, head_dim).permute(0, 3, 1, 2, 4)
-            masks = None
-            if any(m[2] is not None for m in members):
-                mask_batch = max(m[2].shape[0] for m in members if m[2] is not None)
-                masks = torch.cat([(m[2] if m[2] is not None else torch.ones(1, tokens, m[0].shape[1], device=device))
-                                   .expand(mask_batch, -1, -1) for m in members], dim=-1).contiguous()
-            gates = None
-            if any(m[3] is not None for m in members):
-                gates = tuple((m[3], m[0].shape[1]) for m in members)
-            k = k.reshape(batch, heads, head_dim, units * count)
-            v = v.reshape(batch, heads, units * count, head_dim)
-            mask_rows = None if masks is None else tuple(
-                m.view(1, tokens, units, 1) for m in masks.expand(batch, -1, -1).unbind(0))
-            groups.append(_FusedGroup(count, units, heads, v, k.unbind(0), v.unbind(0), mask_rows, gates))
-        return tuple(groups)
+                v = v * torch.tensor([signature[m][1] for signature in distinct], device=device,
+                                     dtype=dtype).view(-1, 1, 1, 1)
+            keys.append(k)
+            values.append(v)
+            gates.append((prompt.sigma_range, k.shape[1]))
+            masks.append(self._unit_masks(prompt, layout, device, distinct, m, k.shape[1]))
+        k, v = torch.cat(keys, dim=1), torch.cat(values, dim=1)  # (D, U, T, C)
+        rows, units = k.shape[:2]
+        k = (k * head_dim ** -0.5).view(rows, units, count, heads, head_dim).permute(0, 3, 1, 2, 4) \
+            .reshape(rows, heads, units * count, head_dim)
+        v = v.view(rows, units, count, heads, head_dim).permute(0, 3, 1, 2, 4).reshape(rows, heads, units * count,
+                                                                                        head_dim)
+        table, mask_of = None, None
+        if any(mk is not None for mk in masks):
+            mask_rows = max(mk.shape[0] for mk in masks if mk is not None)  # rows when some masked prompt unfolds
+            table = torch.cat([(torch.ones(1, tokens, n, device=device) if mk is None else mk).expand(mask_rows, -1, -1)
+                               for mk, (_, n) in zip(masks, gates)], dim=-1)  # (M, N, U)
+            mask_of = row_of if mask_rows > 1 else (0,) * batch
+            table = (table.transpose(1, 2).unsqueeze(2) if count < UNIT_LAYOUT_BELOW else
+                     table.view(mask_rows, 1, tokens, units, 1)).contiguous()
+        gated = tuple(gates) if any(r is not None for r, _ in gates) else None
+        return _FusedGroup(count, units, heads, k, v, table, row_of, gated, tuple(k[r] for r in row_of),
+                           tuple(v[r] for r in row_of), None if table is None else tuple(table[r] for r in mask_of))
+
+    def _unit_masks(self, prompt, layout, device, distinct, m, units):
+        """(M, N, units) float32 masks of one member per table row (M = 1 when they are the same for all), or None."""
+        if prompt.masks is None or prompt.projection != "none":  # PuLID masks its joined term instead
+            return None
+        resized = layout_masks(prompt.masks.to(device, torch.float32), layout)  # (R, N)
+        if prompt.unfold_batch:
+            return resized[[signature[m][0] % prompt.references for signature in distinct]].unsqueeze(-1)
+        return resized.t().unsqueeze(0)
 
     def _add_group(self, out_heads, q_heads, group, sigmas):
         """out_heads += the group's image attention, per batch row on strided per-head views."""
         batch, heads, tokens, head_dim = q_heads.shape
         units, count = group.units, group.tokens
-        v_rows = group.v_rows
+        gate = None
         if group.gates is not None:  # start/end: a 0/1 gate per batch row and prompt, folded into V
-            columns = []
-            for sigma_range, n in group.gates:
-                gate = sigma_gate(sigma_range, sigmas, batch, group.v.device, group.v.dtype)
-                columns.append(gate.view(batch, 1).expand(batch, n))
-            gate = torch.cat(columns, dim=1).view(batch, 1, units, 1, 1)
-            v = group.v.view(batch, heads, units, count, head_dim) * gate
-            v_rows = v.view(batch, heads, units * count, head_dim).unbind(0)
+            gate = torch.cat([sigma_gate(sigma_range, sigmas, batch, group.v.device, group.v.dtype).view(batch, 1)
+                              .expand(batch, n) for sigma_range, n in group.gates], dim=1)
         q_rows = q_heads.unbind(0)  # (heads, N, head_dim) views
         in_place = not (q_heads.requires_grad and torch.is_grad_enabled())  # autograd needs the probabilities kept
         for b in range(batch):
-            scores = torch.bmm(q_rows[b], group.k_rows[b])  # (heads, N, U*T)
-            probs = _group_softmax(scores.view(heads, tokens, units, count), in_place)
-            if group.mask_rows is not None:
-                probs = probs.mul_(group.mask_rows[b]) if in_place else probs * group.mask_rows[b]
-            out_heads[b].baddbmm_(probs.view(heads, tokens, units * count).to(out_heads.dtype), v_rows[b])
+            k, v = group.k_rows[b], group.v_rows[b]  # (heads, U*T, head_dim)
+            if gate is not None:
+                v = (v.view(heads, units, count, head_dim) * gate[b].view(1, units, 1, 1)).view(heads, -1, head_dim)
+            masks = None if group.mask_rows is None else group.mask_rows[b]
+            if group.unit_layout:
+                scores = torch.bmm(k, q_rows[b].transpose(1, 2))  # (heads, U*T, N)
+                probs = _unit_softmax(scores.view(heads, units, count, tokens), masks, in_place)
+                probs = probs.view(heads, units * count, tokens).transpose(1, 2)
+            else:
+                scores = torch.bmm(q_rows[b], k.transpose(1, 2))  # (heads, N, U*T)
+                probs = _group_softmax(scores.view(heads, tokens, units, count))
+                if masks is not None:
+                    probs = probs.mul_(masks) if in_place else probs * masks
+                probs = probs.view(heads, tokens, units * count)
+            out_heads[b].baddbmm_(probs.to(out_heads.dtype), v)
 
 
 class IPAdapterPatch(ImageAttention):

@@ -3,6 +3,8 @@ import os
 import threading
 from dataclasses import dataclass
 
+import torch
+
 import comfy.model_management
 import comfy.model_patcher
 import folder_paths
@@ -53,6 +55,14 @@ def shadowed(folder, name):
             f"loads the one in {holders[0]}. Rename the others (e.g. ip-adapter_sd35_large.bin).")
 
 
+def weights_dtype(file_dtype, device):
+    """The dtype adapter weights are kept in on device: ComfyUI's choice for a diffusion model there, the file's own
+    16-bit dtype first when the device runs it (fp16 / bf16 releases stay as they are on a GPU; float32 on CPU)."""
+    preferred = [file_dtype] if file_dtype in (torch.float16, torch.bfloat16) else []
+    supported = preferred + [d for d in (torch.float16, torch.bfloat16, torch.float32) if d not in preferred]
+    return comfy.model_management.unet_dtype(device=device, supported_dtypes=supported, weight_dtype=file_dtype)
+
+
 def load_adapter(name, folder="ipadapter"):
     """The cached LoadedAdapter for a file in models/ipadapter (or another model folder; reloaded when it changes)."""
     path = resolve(folder, name)
@@ -62,10 +72,10 @@ def load_adapter(name, folder="ipadapter"):
         hit = _cache.get(path)
         if hit is not None and hit[0] == key:
             return hit[1]
-    weights = core_adapter.load(path)
+    load_device = comfy.model_management.get_torch_device()
+    weights = core_adapter.load(path, lambda file_dtype: weights_dtype(file_dtype, load_device))
     patcher = comfy.model_patcher.ModelPatcher(
-        weights, load_device=comfy.model_management.get_torch_device(),
-        offload_device=comfy.model_management.unet_offload_device())
+        weights, load_device=load_device, offload_device=comfy.model_management.unet_offload_device())
     loaded = LoadedAdapter(name=name, weights=weights, patcher=patcher)
     with _lock:
         _cache[path] = (key, loaded)

@@ -2,7 +2,7 @@
 block, ComfyUI's own classes with random weights, called plain and through the pack's installed dit block replace
 (XLabs and InstantX adapters, written at real size in the released layouts and loaded by the pack's loader).
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, probes, argument values and helpers are
+Imported by scripts/bench.py, which passes `bench` (its namespace()): the clock, probes, argument values and helpers are
 the same as for the SD1.5/SDXL phases.
 """
 import gc
@@ -209,7 +209,7 @@ def breakdown(bench, patch, patched, original, repeats=BREAKDOWN_CALLS):
     clock = time.process_time if bench.DEVICE.type == "cpu" else (
         lambda: (torch.cuda.synchronize(), time.perf_counter())[1])
     rows = []
-    real_query, real_image, real_override = patch._query, patch.add_image_attention, patch._override
+    real_query, real_image, real_override = patch.query, patch.add_image_attention, patch.attention_override
     real_rows = patch.linear_rows  # an instance attribute (the host's Linear-slice function)
     for _ in range(repeats):
         spent = dict.fromkeys(("query", "rows", "image", "block", "override", "attention", "total"), 0.0)
@@ -234,14 +234,14 @@ def breakdown(bench, patch, patched, original, repeats=BREAKDOWN_CALLS):
 
             return dict(options, optimized_attention_override=outer)
 
-        patch._query, patch.add_image_attention = timed("query", real_query), timed("image", real_image)
-        patch._override, patch.linear_rows = override, timed("rows", real_rows)
+        patch.query, patch.add_image_attention = timed("query", real_query), timed("image", real_image)
+        patch.attention_override, patch.linear_rows = override, timed("rows", real_rows)
         try:
             t0 = clock()
             patched(patch, timed("block", original))
             spent["total"] = clock() - t0
         finally:
-            del patch._query, patch.add_image_attention, patch._override  # back to the class's methods
+            del patch.query, patch.add_image_attention, patch.attention_override  # back to the class's methods
             patch.linear_rows = real_rows
         rows.append(spent)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}

@@ -7,7 +7,7 @@ the UNet (10 GB in float32), IdentityNet (5 GB) and the other SDXL adapters (6 G
 together. Its figures go into the SDXL section of docs/benchmarks.md, between <!-- bench:sdxl_instantid -->
 markers.
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, memory probe, probes, argument values and
+Imported by scripts/bench.py, which passes `bench` (namespace()): the clock, memory probe, probes, argument values and
 helpers are the same as for the SD1.5/SDXL phases.
 """
 import gc

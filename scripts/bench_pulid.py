@@ -15,7 +15,7 @@
   real-size ID encoders (SDXL IDEncoder, Flux IDFormer); each step timed, and the node's own `identity` function
   end to end. Quoted in both subsections.
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, memory probe, probes, argument values and
+Imported by scripts/bench.py, which passes `bench` (namespace()): the clock, memory probe, probes, argument values and
 helpers are the same as for the other phases.
 """
 import contextlib
@@ -220,7 +220,7 @@ def ca_breakdown(bench, patch, patched, original, repeats=bench_flux.BREAKDOWN_C
     clock = time.process_time if bench.DEVICE.type == "cpu" else (
         lambda: (torch.cuda.synchronize(), time.perf_counter())[1])
     rows = []
-    real_add = patch._add_identities
+    real_add = patch.add_identities
     for _ in range(repeats):
         spent = {"block": 0.0, "identity": 0.0, "total": 0.0}
 
@@ -232,13 +232,13 @@ def ca_breakdown(bench, patch, patched, original, repeats=bench_flux.BREAKDOWN_C
                 return out
             return run
 
-        patch._add_identities = timed("identity", real_add)
+        patch.add_identities = timed("identity", real_add)
         try:
             t0 = clock()
             patched(patch, timed("block", original))
             spent["total"] = clock() - t0
         finally:
-            del patch._add_identities  # back to the class's method
+            del patch.add_identities  # back to the class's method
         rows.append(spent)
     med = {k: statistics.median(r[k] for r in rows) for k in rows[0]}
     med["other"] = med["total"] - med["block"] - med["identity"]

@@ -2,7 +2,7 @@
 own class with random weights, called plain and through the pack's installed dit block replace for InstantX's
 SD3.5-Large IP-Adapter (written at real size in the released layout, loaded by the pack's loader).
 
-Imported by scripts/bench.py, which passes itself in (`bench`): the clock, probes, argument values and helpers are
+Imported by scripts/bench.py, which passes `bench` (its namespace()): the clock, probes, argument values and helpers are
 the same as for the other phases.
 """
 import contextlib
@@ -260,7 +260,7 @@ def parts_timer(patch, clock):
     from ipadapter_kit.ipadapter_core.families import sd3
 
     spent = {}
-    real_image, real_override = patch._add_image_terms, patch._override
+    real_image, real_override = patch.add_image_terms, patch.attention_override
     real_kv, real_sdpa = sd3.JointBlockAdapter.image_kv, sd3.joint_image_attention
 
     def timed(name, fn):
@@ -283,13 +283,13 @@ def parts_timer(patch, clock):
 
         return dict(options, optimized_attention_override=outer)
 
-    patch._add_image_terms, patch._override = timed("image", real_image), override
+    patch.add_image_terms, patch.attention_override = timed("image", real_image), override
     sd3.JointBlockAdapter.image_kv = timed("kv", real_kv)
     sd3.joint_image_attention = timed("sdpa", real_sdpa)
     try:
         yield spent, timed
     finally:
-        del patch._add_image_terms, patch._override  # back to the class's methods
+        del patch.add_image_terms, patch.attention_override  # back to the class's methods
         sd3.JointBlockAdapter.image_kv, sd3.joint_image_attention = real_kv, real_sdpa
 
 
@@ -449,7 +449,7 @@ def run_sd3(bench, tmp, log):
     # the timed rounds: steady-state block (tokens made), the resampler of one model call
     def resampler():
         with torch.no_grad():
-            return patch._units(0, inputs.fresh_step(), (1, 0), 2, inputs.image)
+            return patch.step_units(0, inputs.fresh_step(), (1, 0), 2, inputs.image)
 
     timed, load, parts, chunks = {}, {}, {}, {}
     clock = time.process_time if bench.DEVICE.type == "cpu" else (
@@ -656,7 +656,7 @@ def section(bench, r):
 
     lines += ["", "### Where the patched call's time goes", "",
               "Timers around the patch's steps inside the timed patched calls themselves (median over the rounds, "
-              "a few clock reads per call): the image term (`_add_image_terms`: the adapter's timestep-modulated norm "
+              "a few clock reads per call): the image term (`add_image_terms`: the adapter's timestep-modulated norm "
               "and K/V projection of its 64 tokens (`image_kv`), the image attention (`joint_image_attention`, "
               "torch SDPA over N + 64 keys), the rest — rescaling q by the adapter's / block's norm scales and the "
               "adapter's keys by the inverse key ratio, weighting and adding in place into the joint attention's "
@@ -681,7 +681,7 @@ def section(bench, r):
     lines += ["", "### The resampler, once per model call", "",
               f"The first block of each model call makes the step's tokens: `TimeResampler` over the SigLIP hidden "
               f"states of cond and uncond ((2, {SIGLIP_TOKENS}, {SIGLIP}) and 2 timesteps; "
-              f"{2 * resampler_cost() / 1e9:.0f} G multiply-adds), timed as the patch runs it (`_units` with a fresh "
+              f"{2 * resampler_cost() / 1e9:.0f} G multiply-adds), timed as the patch runs it (`step_units` with a fresh "
               "`StepState`), interleaved with the rounds above.", "",
               "| attention backend (of the plain block) | resampler call (median) | / one plain block | / a 38-block "
               "step (estimate: 38 plain blocks) | whole-step patched / plain (estimate) |",

@@ -202,3 +202,16 @@ def test_precise_type_with_its_own_table_as_block_weights_samples_the_same(sd15)
     plain = patching.apply_embeds(model, adapter, cond, uncond, weight=0.8, block_weights=STYLE_PRECISE_SD15)
     assert torch.equal(sample(weighted, pos, neg), sample(typed, pos, neg))
     assert not torch.allclose(sample(weighted, pos, neg), sample(plain, pos, neg), atol=1e-3)
+
+
+def test_image_kv_kept_once_after_a_sampling_step(sd15):
+    model, pos, neg = sd15
+    adapter, cond, uncond = encoded("ip-adapter_sd15.safetensors", reference(1))
+    patched = patching.apply_embeds(model, adapter, cond, uncond)
+    patch = patched.model_options["transformer_options"]["patches_replace"]["attn2"][("input", 1, 0)]
+    sample(patched, pos, neg, batch=2)  # 2 latents: cond and uncond rows of every layer still one table row each
+    widths = [adapter.weights.kv_projection(layer).k_weight.shape[0] for layer in patch.active_layers()]
+    one_copy = sum(2 * 2 * adapter.spec.tokens * width * 4 for width in widths)  # K, V x cond, uncond, float32
+    assert patch.cache_bytes() == one_copy
+    sample(patched, pos, neg, batch=2)
+    assert patch.cache_bytes() == one_copy

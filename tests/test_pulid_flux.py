@@ -133,7 +133,7 @@ def _refusing(monkeypatch, method_owner, name):
 def test_the_identity_hook_reads_nothing_on_the_host(flux, parts, world_paths, monkeypatch):
     model, pos, neg = flux
     patched = applied(model, parts, face_image(world_paths), start_at=0.3, attn_mask=torch.ones(32, 48))
-    _refusing(monkeypatch, core_flux.FluxBlockPatch, "_add_identities")
+    _refusing(monkeypatch, core_flux.FluxBlockPatch, "add_identities")
     assert torch.isfinite(sample(patched, pos, neg, cfg=2.0)).all()
 
 

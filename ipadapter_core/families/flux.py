@@ -176,10 +176,10 @@ class FluxBlockPatch(ImageAttention):
         out = self._with_prompts(args, extra)
         key = (f"{args['transformer_options']['block_type']}_block", args["transformer_options"]["block_index"])
         if self.identities and key in self._ca_of:
-            self._add_identities(out, key, args)
+            self.add_identities(out, key, args)
         return out
 
-    def _add_identities(self, out, key, args):
+    def add_identities(self, out, key, args):
         """out["img"]'s generated-image tokens += weight x PuLID's cross-attention of the identity tokens."""
         options = args["transformer_options"]
         stream = out["img"]
@@ -242,7 +242,7 @@ class FluxBlockPatch(ImageAttention):
             start = 0 if double else text - prefix
             count = prefix + image_tokens
             if (start, count) not in queries:
-                queries[start, count] = self._query(block, double, args["vec"], stream[:, start:start + count])
+                queries[start, count] = self.query(block, double, args["vec"], stream[:, start:start + count])
             q = queries[start, count]
             layout = None
             if self.masked(layer):
@@ -256,7 +256,7 @@ class FluxBlockPatch(ImageAttention):
         if "attention" in terms:
             image, _ = terms["attention"]
             offset = (0 if getattr(block, "flipped_img_txt", False) else text) if double else 0
-            args = dict(args, transformer_options=self._override(options, image, offset))
+            args = dict(args, transformer_options=self.attention_override(options, image, offset))
         out = run(args)
         if "block_output" in terms:
             image, start = terms["block_output"]
@@ -264,7 +264,7 @@ class FluxBlockPatch(ImageAttention):
             target[:, start:start + image.shape[1]] += image.to(target.dtype)
         return out
 
-    def _query(self, block, double, vec, tokens):
+    def query(self, block, double, vec, tokens):
         """(B, heads, N, head_dim): the block's attention query for these stream tokens, before RoPE."""
         if double:
             mod = block.img_mod(vec)[0]
@@ -279,7 +279,7 @@ class FluxBlockPatch(ImageAttention):
         return norm.query_norm(q).to(q.dtype)
 
     @staticmethod
-    def _override(options, image, offset):
+    def attention_override(options, image, offset):
         """A copy of transformer_options whose attention adds image (B, N, width) at tokens offset.. once."""
         previous = options.get("optimized_attention_override")
         done = []

@@ -237,9 +237,9 @@ class JointBlockPatch:
                                     f"'{STEP_KEY}' did not run). Another node may call the model in a way this "
                                     "pack does not know; please report it with your graph.")
         call = (layer, tuple(indices), step, tuple(options.get("cond_or_uncond", [0])), options.get("sigmas"))
-        return run(dict(args, transformer_options=self._override(options, args["txt"].shape[1], call)))
+        return run(dict(args, transformer_options=self.attention_override(options, args["txt"].shape[1], call)))
 
-    def _override(self, options, text, call):
+    def attention_override(self, options, text, call):
         """A copy of transformer_options whose first attention (the joint one) gets the image term added."""
         previous = options.get("optimized_attention_override")
         done = []
@@ -259,12 +259,12 @@ class JointBlockPatch:
                         "ComfyUI version.")
                 split = (lambda t: t.reshape(q.shape[0], q.shape[1], heads, -1)[:, text:].transpose(1, 2))
                 image = out[:, text:]
-                self._add_image_terms(image.view(*image.shape[:2], heads, -1), split(q), split(k), split(v), *call)
+                self.add_image_terms(image.view(*image.shape[:2], heads, -1), split(q), split(k), split(v), *call)
             return out
 
         return dict(options, optimized_attention_override=attend)
 
-    def _add_image_terms(self, out, q, k, v, layer, indices, step, chunks, sigmas):
+    def add_image_terms(self, out, q, k, v, layer, indices, step, chunks, sigmas):
         """out (B, N, heads, head_dim) += the weighted image terms of the prompts on this block, from the block's
         QK-normed q, k and its v (B, heads, N, head_dim)."""
         batch, heads, tokens, head_dim = q.shape
@@ -280,7 +280,7 @@ class JointBlockPatch:
             qn = q * (rq * rk).to(q.dtype)
             key_scale = torch.where(rk == 0, torch.ones_like(rk), rk)  # rk_d = 0: q's channel d is 0 anyway
             gate = sigma_gate(prompt.sigma_range, sigmas, batch, q.device, torch.float32)
-            for unit_tokens, t_emb, scale, mask in self._units(i, step, chunks, batch, tokens):
+            for unit_tokens, t_emb, scale, mask in self.step_units(i, step, chunks, batch, tokens):
                 ip_k, ip_v = adapter.image_kv(unit_tokens, t_emb, heads)
                 ip_k = (ip_k.to(q.device, torch.float32) / key_scale).to(q.dtype)
                 term = joint_image_attention(qn, k, v, ip_k, ip_v.to(q.device, q.dtype))  # (B, heads, N, d)
@@ -289,7 +289,7 @@ class JointBlockPatch:
                     factor = factor * mask.to(q.device).view(mask.shape[0], 1, tokens, 1)
                 out += term.mul_(factor.to(term.dtype)).transpose(1, 2).to(out.dtype)
 
-    def _units(self, i, step, chunks, batch, tokens):
+    def step_units(self, i, step, chunks, batch, tokens):
         """[(tokens (B, T, width), t_emb (B, D), scale (B,), mask (B or 1, N) or None)] of prompt i in this call:
         one per reference, or one for all (concat; unfold_batch: reference per latent). Cached for the call."""
         prompt = self.prompts[i]
