@@ -6,10 +6,9 @@ tensors, and files kept as downloaded (model.safetensors) or renamed are found b
 """
 import dataclasses
 
-import folder_paths
 from comfy_api.latest import io
 
-from ..ipadapter_core.errors import IncompatibleModelError, InvalidInputError
+from ..ipadapter_core.errors import IncompatibleModelError
 from . import clip_vision, discovery, model_cache, patching
 from .types import IPAdapter
 

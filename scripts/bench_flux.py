@@ -10,7 +10,6 @@ import math
 import pathlib
 import statistics
 import time
-import types
 
 import torch
 from safetensors.torch import save_file
@@ -274,7 +273,7 @@ def run_flux(bench, tmp, log):
     folder_paths.add_model_folder_path("ipadapter", str(folder), is_default=True)
     log("[Flux] writing real-size XLabs and InstantX adapter files (fp16, random weights) ...")
     files, seconds, _ = bench.wall(lambda: write_files(folder))
-    log(f"[Flux] files: " + ", ".join(f"{n} {b / bench.MB:.0f} MB" for n, b in files.values()) +
+    log("[Flux] files: " + ", ".join(f"{n} {b / bench.MB:.0f} MB" for n, b in files.values()) +
         f" ({seconds:.0f} s); RSS {bench.rss_gb()}")
 
     adapters, loads = {}, {}

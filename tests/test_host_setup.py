@@ -1,6 +1,5 @@
 """HOST_DIR reaches every tool that finds the test host, and `make demo` refuses a port another program holds."""
 import os
-import pathlib
 import shutil
 import socket
 import subprocess
