@@ -207,7 +207,7 @@ def test_missing_preset_files_are_named_with_folder_and_url(world_paths, monkeyp
     def without(name):
         return [] if name == folder else listing(name)
 
-    monkeypatch.setattr(presets.folder_paths, "get_filename_list", without)
+    monkeypatch.setattr(folder_paths, "get_filename_list", without)
     with pytest.raises(InvalidInputError) as info:
         presets.UnifiedLoader.execute(comfy_models.tiny_unet("sdxl"), preset)
     assert wanted in str(info.value) and f"models/{folder}/" in str(info.value) and url in str(info.value)
