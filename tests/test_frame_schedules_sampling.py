@@ -1,5 +1,7 @@
 """Weights Schedule into the apply node, sampled on the tiny SD1.5 checkpoint: a cross-fade over the batch, and the
 same picture when ComfyUI samples the batch in context windows."""
+import inspect
+
 import pytest
 import torch
 
@@ -36,11 +38,20 @@ def test_the_schedule_fades_each_reference_out(sd15, faded):
     assert not torch.allclose(out[0], plain[0], atol=1e-3) and not torch.allclose(out[2], plain[2], atol=1e-3)
 
 
+def manual_windows(model, length):
+    """ComfyUI's Context Windows (Manual) on the model: static windows of `length` latents, no overlap (the node
+    gained inputs after 0.3.75, such as freenoise and causal_window_fix: those it has keep their defaults)."""
+    settings = {"model": model, "context_length": length, "context_overlap": 0,
+                "context_schedule": context_windows.ContextSchedules.STATIC_STANDARD, "context_stride": 1,
+                "closed_loop": False, "fuse_method": context_windows.ContextFuseMethods.PYRAMID, "dim": 0,
+                "freenoise": False}
+    known = inspect.signature(ContextWindowsManualNode.execute).parameters
+    return ContextWindowsManualNode.execute(**{k: v for k, v in settings.items() if k in known}).result[0]
+
+
 def test_context_windows_sample_what_the_whole_batch_samples(faded, monkeypatch):
     patched, pos, neg = faded
-    windowed = ContextWindowsManualNode.execute(
-        patched, 2, 0, context_windows.ContextSchedules.STATIC_STANDARD, 1, False,
-        context_windows.ContextFuseMethods.PYRAMID, 0).result[0]
+    windowed = manual_windows(patched, length=2)
     whole = sample(patched, pos, neg, batch=4)
     scale = whole.abs().max()  # the tiny model's latents are large; batches of 2 and 4 round differently
     assert (sample(windowed, pos, neg, batch=4) - whole).abs().max() < 1e-4 * scale  # measured 1.5e-6
