@@ -287,6 +287,20 @@ def retarget_frame_weights(view, plan, report, here, name):
 
 # ---------------------------------------------------------------------------------------------------------------
 # Special steps named by RULES[...].hooks.
+def link_encoder_inputs(view, plan, report, here, encoder_id):
+    """Link the image and clip_vision of the CLIP-vision encode node encoder_id to this node (which encodes itself),
+    unless this node has them already."""
+    encoder = view.graph.inputs_of(encoder_id)
+    for name in ("image", "clip_vision"):
+        if name in plan.input_map.values():
+            continue
+        if name in encoder:
+            plan.add_links[name] = view.graph.follow(*encoder[name])
+        else:
+            report.add(LOSSY, here, f"{name} is not connected: the {name} input of node {encoder_id} "
+                                    f"{view.graph.type_of(encoder_id)}, which would give it, is not linked")
+
+
 def hook_faceid(view, plan, report, here):
     """insightface from the unified FaceID loader's new INSIGHTFACE output; Plus v1/v2 and unnorm from the source."""
     src = view.source("ipadapter")
@@ -389,15 +403,7 @@ def hook_sd3_reference(view, plan, report, here):
         report.add(LOSSY, here, f"link to image_embed removed: it comes from node {src[0]} ({kind}), not from a CLIP "
                                 f"Vision Encode node: connect the reference image to image and {SD3_SIGLIP}")
         return
-    encoder = view.graph.inputs_of(src[0])
-    for name in ("image", "clip_vision"):
-        if name in plan.input_map.values():
-            continue
-        if name in encoder:
-            plan.add_links[name] = view.graph.follow(*encoder[name])
-        else:
-            report.add(LOSSY, here, f"{name} is not connected: the {name} input of node {src[0]} CLIPVisionEncode, "
-                                    "which would give it, is not linked")
+    link_encoder_inputs(view, plan, report, here, src[0])
     crop = view.graph.widgets_of(src[0]).get("crop", "center")
     if crop != "center":
         report.add(LOSSY, here, f"crop {crop!r} of node {src[0]} CLIPVisionEncode: the reference is center-cropped "
@@ -582,15 +588,7 @@ def hook_v1_clip_vision_output(view, plan, report, here):
         return
     plan.input_map["clip_vision_output"] = None
     src = view.source("clip_vision_output")
-    encoder = view.graph.inputs_of(src[0])
-    for name in ("image", "clip_vision"):
-        if name in plan.input_map.values():
-            continue
-        if name in encoder:
-            plan.add_links[name] = view.graph.follow(*encoder[name])
-        else:
-            report.add(LOSSY, here, f"{name} is not connected: the {name} input of node {src[0]} "
-                                    f"({view.graph.type_of(src[0])}), which would give it, is not linked")
+    link_encoder_inputs(view, plan, report, here, src[0])
     report.add(NOTE, here, f"clip_vision_output came from node {src[0]}: its image and clip_vision are connected "
                            "here instead (this node encodes the reference itself)")
 
