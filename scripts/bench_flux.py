@@ -205,8 +205,7 @@ def block_calls(inputs, double, single):
 
 def breakdown(bench, patch, patched, original, repeats=BREAKDOWN_CALLS):
     """Median seconds of one patched call and of its parts, timed around the patch's own steps."""
-    clock = time.process_time if bench.DEVICE.type == "cpu" else (
-        lambda: (torch.cuda.synchronize(), time.perf_counter())[1])
+    clock = bench.part_clock()
     rows = []
     real_query, real_image, real_override = patch.query, patch.add_image_attention, patch.attention_override
     real_rows = patch.linear_rows  # an instance attribute (the host's Linear-slice function)
@@ -214,12 +213,7 @@ def breakdown(bench, patch, patched, original, repeats=BREAKDOWN_CALLS):
         spent = dict.fromkeys(("query", "rows", "image", "block", "override", "attention", "total"), 0.0)
 
         def timed(name, fn):
-            def run(*a, **kw):
-                t0 = clock()
-                out = fn(*a, **kw)
-                spent[name] += clock() - t0
-                return out
-            return run
+            return bench.timed_into(spent, name, fn, clock)
 
         def override(*a, **kw):
             options = real_override(*a, **kw)

@@ -207,6 +207,23 @@ class CudaMemory:
         return torch.cuda.memory_allocated()
 
 
+def part_clock():
+    """A clock for the parts of one call: process CPU time on the CPU, wall time after a synchronize on CUDA."""
+    if DEVICE.type == "cpu":
+        return time.process_time
+    return lambda: (torch.cuda.synchronize(), time.perf_counter())[1]
+
+
+def timed_into(spent, name, fn, clock):
+    """fn, adding the seconds each call takes to spent[name]."""
+    def run(*a, **kw):
+        t0 = clock()
+        out = fn(*a, **kw)
+        spent[name] = spent.get(name, 0.0) + clock() - t0
+        return out
+    return run
+
+
 def rss_gb():
     rss = HostMemory._status("VmRSS")
     return "n/a" if rss is None else f"{rss / 1024 ** 3:.1f} GB"

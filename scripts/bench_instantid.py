@@ -46,15 +46,9 @@ def adapter_shapes(bench):
     inner, ff = HEADS * HEAD_DIM, DIM * FF_MULT
     proj = {"latents": (1, QUERIES, DIM), "proj_in.weight": (DIM, ID_DIM), "proj_in.bias": (DIM,),
             "proj_out.weight": (ctx, DIM), "proj_out.bias": (ctx,), "norm_out.weight": (ctx,), "norm_out.bias": (ctx,)}
-    for i in range(DEPTH):
-        p = f"layers.{i}"
-        for norm in ("0.norm1", "0.norm2", "1.0"):
-            proj[f"{p}.{norm}.weight"] = (DIM,)
-            proj[f"{p}.{norm}.bias"] = (DIM,)
-        proj.update({f"{p}.0.to_q.weight": (inner, DIM), f"{p}.0.to_kv.weight": (2 * inner, DIM),
-                     f"{p}.0.to_out.weight": (DIM, inner), f"{p}.1.1.weight": (ff, DIM),
-                     f"{p}.1.3.weight": (DIM, ff)})
     from tinymodels import instantid_files  # the released key layout (tiny widths): same keys, same ranks
+    from tinymodels.weights import perceiver_layer_shapes
+    proj.update(perceiver_layer_shapes(DEPTH, DIM, inner, ff))
     tiny = instantid_files.instantid_shapes()
     assert set(proj) == set(tiny["image_proj"]), "InstantID image_proj keys differ from tests/tinymodels"
     assert all(len(proj[k]) == len(s) for k, s in tiny["image_proj"].items())

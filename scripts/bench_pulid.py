@@ -217,20 +217,14 @@ def run_sdxl(bench, tmp, log, size):
 
 def ca_breakdown(bench, patch, patched, original, repeats=bench_flux.BREAKDOWN_CALLS):
     """Median seconds of one patched call, of the block in it and of the identity step after it (the CA)."""
-    clock = time.process_time if bench.DEVICE.type == "cpu" else (
-        lambda: (torch.cuda.synchronize(), time.perf_counter())[1])
+    clock = bench.part_clock()
     rows = []
     real_add = patch.add_identities
     for _ in range(repeats):
         spent = {"block": 0.0, "identity": 0.0, "total": 0.0}
 
         def timed(name, fn):
-            def run(*a, **kw):
-                t0 = clock()
-                out = fn(*a, **kw)
-                spent[name] += clock() - t0
-                return out
-            return run
+            return bench.timed_into(spent, name, fn, clock)
 
         patch.add_identities = timed("identity", real_add)
         try:

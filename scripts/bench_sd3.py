@@ -23,6 +23,7 @@ import comfy.model_patcher
 import comfy.model_sampling
 import comfy.ops
 import folder_paths
+from bench_harness import timed_into  # scripts/, next to this file
 
 HIDDEN, HEADS, MLP_RATIO = 2432, 38, 4.0  # SD3.5 Large: depth 38, hidden 64 x 38, qkv bias, RMS QK-norm
 HEAD_DIM = HIDDEN // HEADS
@@ -64,13 +65,10 @@ def image_proj_shapes():
               "norm_out.weight": (HIDDEN,), "norm_out.bias": (HIDDEN,),
               "time_embedding.linear_1.weight": (d, TIMESTEP_IN), "time_embedding.linear_1.bias": (d,),
               "time_embedding.linear_2.weight": (d, d), "time_embedding.linear_2.bias": (d,)}
-    for i in range(DEPTH):
-        p = f"layers.{i}"
-        for norm in ("0.norm1", "0.norm2", "1.0"):
-            shapes[f"{p}.{norm}.weight"], shapes[f"{p}.{norm}.bias"] = (d,), (d,)
-        shapes.update({f"{p}.0.to_q.weight": (inner, d), f"{p}.0.to_kv.weight": (2 * inner, d),
-                       f"{p}.0.to_out.weight": (d, inner), f"{p}.1.1.weight": (ff, d), f"{p}.1.3.weight": (d, ff),
-                       f"{p}.2.1.weight": (4 * d, d), f"{p}.2.1.bias": (4 * d,)})
+    from tinymodels.weights import perceiver_layer_shapes
+    for i in range(DEPTH):  # each layer's keys, then its timestep-conditioned shift/scale
+        shapes.update(perceiver_layer_shapes(1, d, inner, ff, first=i))
+        shapes.update({f"layers.{i}.2.1.weight": (4 * d, d), f"layers.{i}.2.1.bias": (4 * d,)})
     return shapes
 
 
@@ -264,12 +262,7 @@ def parts_timer(patch, clock):
     real_kv, real_sdpa = sd3.JointBlockAdapter.image_kv, sd3.joint_image_attention
 
     def timed(name, fn):
-        def run(*a, **kw):
-            t0 = clock()
-            out = fn(*a, **kw)
-            spent[name] = spent.get(name, 0.0) + clock() - t0
-            return out
-        return run
+        return timed_into(spent, name, fn, clock)
 
     def override(*a, **kw):
         options = real_override(*a, **kw)
@@ -452,8 +445,7 @@ def run_sd3(bench, tmp, log):
             return patch.step_units(0, inputs.fresh_step(), (1, 0), 2, inputs.image)
 
     timed, load, parts, chunks = {}, {}, {}, {}
-    clock = time.process_time if bench.DEVICE.type == "cpu" else (
-        lambda: (torch.cuda.synchronize(), time.perf_counter())[1])
+    clock = bench.part_clock()
     for name in backends_of(args):
         history = []
         with backend(name, bench.DEVICE) as free, parts_timer(patch, clock) as (spent, timer):

@@ -384,6 +384,14 @@ def test_converted_api_workflow_runs(comfy_server):
 
 # ---------------------------------------------------------------------------------------------------------------
 # The command line.
+def assert_required_inputs(prompt, object_info):
+    """Every IPAKit node of an API prompt has all the required inputs the server declares."""
+    for node in prompt.values():
+        if node["class_type"].startswith("IPAKit"):
+            required = set(object_info[node["class_type"]]["input"].get("required") or {})
+            assert required <= set(node["inputs"]), (node["class_type"], required - set(node["inputs"]))
+
+
 def _cli(args, tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
     return subprocess.run([sys.executable, *args], cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
@@ -1441,11 +1449,7 @@ def test_converted_instantid_workflow_is_valid_for_the_server(name, object_info)
             assert what.split(" ")[0].rstrip(":") in FILE_WIDGETS and "is not one of" in what, line
     if name in INSTANTID_RUNNABLE_SHAPES:
         prompt = to_api(converted, object_info)
-        for node in prompt.values():
-            if node["class_type"].startswith("IPAKit"):
-                info = object_info[node["class_type"]]
-                required = set((info["input"].get("required") or {}))
-                assert required <= set(node["inputs"]), (node["class_type"], required - set(node["inputs"]))
+        assert_required_inputs(prompt, object_info)
 
 
 def test_cli_converts_an_instantid_workflow(tmp_path):
@@ -1990,11 +1994,7 @@ def test_converted_pulid_workflow_is_valid_for_the_server(name, object_info):
         what = line.partition(") ")[2]
         assert what.split(" ")[0].rstrip(":") in PULID_FILE_WIDGETS and "is not one of" in what, line
     prompt = to_api(converted, object_info)
-    for node in prompt.values():
-        if node["class_type"].startswith("IPAKit"):
-            info = object_info[node["class_type"]]
-            required = set((info["input"].get("required") or {}))
-            assert required <= set(node["inputs"]), (node["class_type"], required - set(node["inputs"]))
+    assert_required_inputs(prompt, object_info)
 
 
 def test_cli_converts_a_pulid_workflow(tmp_path):
@@ -2059,11 +2059,7 @@ def test_converted_pulid_flux_workflow_is_valid_for_the_server(object_info):
         what = line.partition(") ")[2]
         assert what.split(" ")[0].rstrip(":") in PULID_FLUX_FILE_WIDGETS and "is not one of" in what, line
     prompt = to_api(converted, object_info)
-    for node in prompt.values():
-        if node["class_type"].startswith("IPAKit"):
-            info = object_info[node["class_type"]]
-            required = set((info["input"].get("required") or {}))
-            assert required <= set(node["inputs"]), (node["class_type"], required - set(node["inputs"]))
+    assert_required_inputs(prompt, object_info)
     assert prompt["62"]["inputs"] == {"model": ["63", 0], "pulid": ["45", 0], "eva_clip": ["51", 0],
                                       "insightface": ["53", 0], "image": ["54", 0], "weight": 1, "start_at": 0,
                                       "end_at": 1}

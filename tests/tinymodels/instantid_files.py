@@ -51,7 +51,7 @@ from safetensors.torch import save_file
 
 from host_support import tiny_configs
 from tinymodels.ipadapter_files import cross_attn_widths
-from tinymodels.weights import init_module, nested_adapter, save_nested
+from tinymodels.weights import init_module, nested_adapter, perceiver_layer_shapes, save_nested
 
 CONTEXT = tiny_configs.SDXL_UNET["context_dim"]  # C: tiny SDXL cross-attention width (real 2048)
 MODEL_CHANNELS = tiny_configs.SDXL_UNET["model_channels"]  # M (real 320)
@@ -102,13 +102,7 @@ def image_proj_shapes():
     shapes = {"latents": (1, QUERIES, d), "proj_in.weight": (d, ID_DIM), "proj_in.bias": (d,),
               "proj_out.weight": (CONTEXT, d), "proj_out.bias": (CONTEXT,),
               "norm_out.weight": (CONTEXT,), "norm_out.bias": (CONTEXT,)}
-    for i in range(DEPTH):
-        p = f"layers.{i}"
-        for norm in ("0.norm1", "0.norm2", "1.0"):
-            shapes[f"{p}.{norm}.weight"] = (d,)
-            shapes[f"{p}.{norm}.bias"] = (d,)
-        shapes.update({f"{p}.0.to_q.weight": (inner, d), f"{p}.0.to_kv.weight": (2 * inner, d),
-                       f"{p}.0.to_out.weight": (d, inner), f"{p}.1.1.weight": (ff, d), f"{p}.1.3.weight": (d, ff)})
+    shapes.update(perceiver_layer_shapes(DEPTH, d, inner, ff))
     return shapes
 
 

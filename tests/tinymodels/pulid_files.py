@@ -69,7 +69,7 @@ from safetensors.torch import save_file
 
 from host_support import tiny_configs
 from tinymodels.ipadapter_files import cross_attn_widths
-from tinymodels.weights import random_tensors, save_nested
+from tinymodels.weights import perceiver_layer_shapes, random_tensors, save_nested
 
 FOLDER = "pulid"  # models/pulid/
 SDXL_FILE = "ip-adapter_pulid_sdxl_fp16.safetensors"
@@ -161,13 +161,7 @@ def id_former_shapes(s=TINY_FLUX):
     """The reference IDFormer's keys (without the pulid_encoder. prefix)."""
     d, inner, ff = s["dim"], s["heads"] * s["head_dim"], s["dim"] * s["ff_mult"]
     shapes = {"latents": (1, s["queries"], d), "proj_out": (d, s["out"])}
-    for i in range(s["depth"]):
-        p = f"layers.{i}"
-        for norm in ("0.norm1", "0.norm2", "1.0"):
-            shapes[f"{p}.{norm}.weight"] = (d,)
-            shapes[f"{p}.{norm}.bias"] = (d,)
-        shapes.update({f"{p}.0.to_q.weight": (inner, d), f"{p}.0.to_kv.weight": (2 * inner, d),
-                       f"{p}.0.to_out.weight": (d, inner), f"{p}.1.1.weight": (ff, d), f"{p}.1.3.weight": (d, ff)})
+    shapes.update(perceiver_layer_shapes(s["depth"], d, inner, ff))
     for i in range(EVA_SCALES):
         shapes.update(_mlp(f"mapping_{i}", s["eva_width"], s["mapping_hidden"], s["mapping_hidden"], d))
     shapes.update(_mlp("id_embedding_mapping", s["id_cond"], s["id_hidden"], s["id_hidden"], d * s["tokens"]))

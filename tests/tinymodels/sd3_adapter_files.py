@@ -29,7 +29,7 @@ its attention width (2 x 64) and from H, so mixing them up fails. 64 queries and
 import pathlib
 
 from host_support import tiny_configs
-from tinymodels.weights import nested_adapter, save_nested
+from tinymodels.weights import nested_adapter, perceiver_layer_shapes, save_nested
 
 HIDDEN = 64 * tiny_configs.SD3_MMDIT["depth"]  # H: MMDiT width (= ip_hidden_states_dim = resampler output)
 BLOCKS = tiny_configs.SD3_MMDIT["num_blocks"]
@@ -55,14 +55,9 @@ def image_proj_shapes():
               "norm_out.weight": (HIDDEN,), "norm_out.bias": (HIDDEN,),
               "time_embedding.linear_1.weight": (d, TIMESTEP_IN), "time_embedding.linear_1.bias": (d,),
               "time_embedding.linear_2.weight": (d, d), "time_embedding.linear_2.bias": (d,)}
-    for i in range(DEPTH):
-        p = f"layers.{i}"
-        for norm in ("0.norm1", "0.norm2", "1.0"):
-            shapes[f"{p}.{norm}.weight"] = (d,)
-            shapes[f"{p}.{norm}.bias"] = (d,)
-        shapes.update({f"{p}.0.to_q.weight": (inner, d), f"{p}.0.to_kv.weight": (2 * inner, d),
-                       f"{p}.0.to_out.weight": (d, inner), f"{p}.1.1.weight": (ff, d), f"{p}.1.3.weight": (d, ff),
-                       f"{p}.2.1.weight": (4 * d, d), f"{p}.2.1.bias": (4 * d,)})
+    for i in range(DEPTH):  # each layer's keys, then its timestep-conditioned shift/scale (the seeded order)
+        shapes.update(perceiver_layer_shapes(1, d, inner, ff, first=i))
+        shapes.update({f"layers.{i}.2.1.weight": (4 * d, d), f"layers.{i}.2.1.bias": (4 * d,)})
     return shapes
 
 

@@ -52,3 +52,18 @@ def save_nested(nested, path):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(nested, str(path))
     return path
+
+
+def perceiver_layer_shapes(depth, dim, inner, ff, first=0):
+    """The released Resampler's layers.{i} keys (i from first): PerceiverAttention (norm1, norm2, to_q, to_kv,
+    to_out) and its feed-forward (LayerNorm, Linear up, Linear down), no biases on the projections."""
+    shapes = {}
+    for i in range(first, first + depth):
+        p = f"layers.{i}"
+        for norm in ("0.norm1", "0.norm2", "1.0"):
+            shapes[f"{p}.{norm}.weight"] = (dim,)
+            shapes[f"{p}.{norm}.bias"] = (dim,)
+        shapes.update({f"{p}.0.to_q.weight": (inner, dim), f"{p}.0.to_kv.weight": (2 * inner, dim),
+                       f"{p}.0.to_out.weight": (dim, inner), f"{p}.1.1.weight": (ff, dim), f"{p}.1.3.weight": (dim, ff)})
+    return shapes
+
