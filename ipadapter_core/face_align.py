@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import InvalidInputError
+from .image_ops import check_rgb_images
 
 # Order: left eye, right eye, nose, left mouth corner, right mouth corner ("left" = the image's left), the order
 # of insightface's kps and of facexlib's RetinaFace landmarks.
@@ -88,18 +89,6 @@ def _invert(matrices):
     return torch.cat([inv, -inv @ shift], dim=2)
 
 
-def _check_images(images):
-    """images as a (B, H, W, 3) floating tensor, or an InvalidInputError."""
-    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3:
-        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
-        raise InvalidInputError(f"images must be a (B, H, W, 3) RGB tensor; got {shape}.")
-    if not images.is_floating_point():
-        raise InvalidInputError(f"images must hold floats in 0..1; got dtype {images.dtype}.")
-    if min(images.shape[:3]) < 1:
-        raise InvalidInputError(f"images must not be empty; got shape {tuple(images.shape)}.")
-    return images
-
-
 def _check_border(border):
     """border as a tuple of 3 finite floats, or an InvalidInputError."""
     try:
@@ -113,7 +102,7 @@ def _check_border(border):
 
 def warp_affine(images, matrices, size=FACE_SIZE, border=FFHQ_BORDER_RGB):
     """(B, size, size, 3) warp of (B, H, W, 3) images by (B, 2, 3) matrices, as cv2.warpAffine with INTER_LINEAR."""
-    images = _check_images(images)
+    images = check_rgb_images(images, "images")
     size, border = _check_size(size), _check_border(border)
     mats = torch.as_tensor(matrices).detach().to(device="cpu", dtype=torch.float64)
     if tuple(mats.shape) != (images.shape[0], 2, 3) or not torch.isfinite(mats).all():
@@ -139,7 +128,7 @@ def warp_affine(images, matrices, size=FACE_SIZE, border=FFHQ_BORDER_RGB):
 
 def align_faces(images, kps, size=FACE_SIZE, border=FFHQ_BORDER_RGB):
     """(B, size, size, 3) FFHQ crops of (B, H, W, 3) RGB images from their (B, 5, 2) insightface keypoints."""
-    images = _check_images(images)
+    images = check_rgb_images(images, "images")
     points = _check_points(kps, "face keypoints", leading=(images.shape[0],))
     template = ffhq_template(size)
     mats = torch.stack([similarity_transform(p, template) for p in points])

@@ -30,6 +30,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from .errors import InvalidInputError, UnknownFormatError, listing
+from .image_ops import check_rgb_images
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -273,18 +274,6 @@ def load_parser(state_dict, dtype=torch.float32, device="cpu", name="state dict"
     return parser.to(dtype=dtype).eval().requires_grad_(False)
 
 
-def _check_faces(faces, name="faces"):
-    """faces as a (B, H, W, 3) floating tensor, or an InvalidInputError."""
-    if not isinstance(faces, torch.Tensor) or faces.ndim != 4 or faces.shape[-1] != 3:
-        shape = tuple(faces.shape) if isinstance(faces, torch.Tensor) else type(faces).__name__
-        raise InvalidInputError(f"{name} must be a (B, H, W, 3) RGB tensor; got {shape}.")
-    if not faces.is_floating_point():
-        raise InvalidInputError(f"{name} must hold floats in 0..1; got dtype {faces.dtype}.")
-    if min(faces.shape[:3]) < 1:
-        raise InvalidInputError(f"{name} must not be empty; got shape {tuple(faces.shape)}.")
-    return faces
-
-
 def _normalize(x, mean, std):
     """(x - mean) / std per channel of (B, 3, H, W), as torchvision's normalize."""
     mean = torch.as_tensor(mean, dtype=x.dtype, device=x.device).view(-1, 1, 1)
@@ -295,7 +284,7 @@ def _normalize(x, mean, std):
 @torch.no_grad()
 def parse(parser, faces):
     """(B, H, W) int64 class labels of aligned RGB faces (B, H, W, 3) in 0..1 (PuLID: 512 x 512)."""
-    faces = _check_faces(faces)
+    faces = check_rgb_images(faces, "faces")
     param = next(parser.parameters())
     x = _normalize(faces.float().permute(0, 3, 1, 2), IMAGENET_MEAN, IMAGENET_STD)
     logits = parser(x.to(device=param.device, dtype=param.dtype))
@@ -304,7 +293,7 @@ def parse(parser, faces):
 
 def to_gray(images):
     """(B, H, W, 3) gray 0.299 R + 0.587 G + 0.114 B repeated over the 3 channels, as PuLID's to_gray."""
-    images = _check_faces(images, "images")
+    images = check_rgb_images(images, "images")
     r, g, b = GRAY_WEIGHTS
     gray = r * images[..., 0:1] + g * images[..., 1:2] + b * images[..., 2:3]
     return gray.expand(*gray.shape[:3], 3).contiguous()
@@ -322,7 +311,7 @@ def _check_labels(labels, faces):
 
 def background_to_white(faces, labels, labels_to_remove=PULID_BACKGROUND):
     """faces (B, H, W, 3) with every pixel whose label is in labels_to_remove set to 1.0 (white)."""
-    faces = _check_faces(faces)
+    faces = check_rgb_images(faces, "faces")
     labels = _check_labels(labels, faces).to(faces.device)
     remove = torch.as_tensor(tuple(labels_to_remove), dtype=labels.dtype, device=labels.device)
     background = torch.isin(labels, remove)[..., None]
@@ -336,7 +325,7 @@ def face_features(faces, labels, labels_to_remove=PULID_BACKGROUND):
 
 def eva_input(faces, size=EVA_SIZE, mean=OPENAI_MEAN, std=OPENAI_STD, mode="bicubic", antialias=False):
     """(B, 3, size, size) float32 EVA input: tensor resize as torchvision 0.15 (no clamp), then (x - mean) / std."""
-    faces = _check_faces(faces)
+    faces = check_rgb_images(faces, "faces")
     if mode not in ("bicubic", "bilinear", "nearest"):
         raise InvalidInputError(f"mode must be bicubic, bilinear or nearest; got {mode!r}.")
     x = faces.float().permute(0, 3, 1, 2)

@@ -185,3 +185,15 @@ def noise_image(kind, strength, size=224, batch=1, image=None, seed=0, blur=0):
         noisy = gaussian_blur(noisy.permute(0, 3, 1, 2), blur + (blur % 2 == 0)).permute(0, 2, 3, 1)
     return noisy
 
+
+def check_rgb_images(images, name):
+    """images as a (B, H, W, 3) floating tensor (ComfyUI's IMAGE), or an InvalidInputError naming the input."""
+    if not isinstance(images, torch.Tensor) or images.ndim != 4 or images.shape[-1] != 3:
+        shape = tuple(images.shape) if isinstance(images, torch.Tensor) else type(images).__name__
+        raise InvalidInputError(f"{name} must be a (B, H, W, 3) RGB tensor; got {shape}.")
+    if not images.is_floating_point():
+        raise InvalidInputError(f"{name} must hold floats in 0..1; got dtype {images.dtype}.")
+    if min(images.shape[:3]) < 1:
+        raise InvalidInputError(f"{name} must not be empty; got shape {tuple(images.shape)}.")
+    return images
+
