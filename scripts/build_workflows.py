@@ -14,6 +14,7 @@ ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path[:0] = [str(ROOT / "tests"), str(ROOT / "scripts")]
 
 import conftest  # noqa: E402
+import templates  # noqa: E402
 from comfy_server import ComfyServer  # noqa: E402
 from tinymodels import world as world_builder  # noqa: E402
 from workflow_api import widget_slots  # noqa: E402
@@ -62,17 +63,6 @@ MODEL_URLS = {
 MODEL_URLS_BY_NODE = {
     ("IPAKitInstantIDLoader", "ip-adapter.bin"): ("instantid", f"{HF}/InstantX/InstantID/resolve/main/ip-adapter.bin"),
 }
-# The files a unified loader's preset picks for an SD1.5 model (the example workflows' family): adapter, LoRA,
-# CLIP vision. The InsightFace pack is a folder of .onnx files the frontend cannot check, so it is not listed.
-PRESET_FILES = {
-    ("IPAKitUnifiedLoader", "STANDARD (medium strength)"):
-        ["ip-adapter_sd15.safetensors", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
-    ("IPAKitUnifiedLoader", "PLUS (high strength)"):
-        ["ip-adapter-plus_sd15.safetensors", "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
-    ("IPAKitUnifiedFaceIDLoader", "FACEID PLUS V2"):
-        ["ip-adapter-faceid-plusv2_sd15.bin", "ip-adapter-faceid-plusv2_sd15_lora.safetensors",
-         "CLIP-ViT-H-14-laion2B-s32B-b79K.safetensors"],
-}
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 PACK_PREFIX = "IPAKit"
 
@@ -93,12 +83,11 @@ def _entry(name):
 
 
 def _models(widgets, ntype=None):
-    """The model files a node needs: its file widgets' values and the files its preset picks."""
+    """The model files a node needs: its file widgets' values (the only ones newer frontends flag as missing)."""
     own = [(n, MODEL_URLS_BY_NODE[ntype, n]) for n in widgets.values() if (ntype, n) in MODEL_URLS_BY_NODE]
     if own:
         return [{"name": n, "url": url, "directory": folder} for n, (folder, url) in own]
     names = [v for v in widgets.values() if isinstance(v, str) and v in MODEL_URLS]
-    names += [f for v in widgets.values() if isinstance(v, str) for f in PRESET_FILES.get((ntype, v), [])]
     return [_entry(n) for n in names]
 
 
@@ -166,12 +155,14 @@ def build(spec, object_info, comfy_version):
 
 
 def main():
+    assert sorted(WORKFLOWS) == sorted(templates.TITLES), "every graph needs a template title (scripts/templates.py)"
     world = world_builder.build(conftest.WORLD_DIR)
     with tempfile.TemporaryDirectory() as work, ComfyServer(conftest.COMFYUI_ROOT, world, work) as server:
         object_info = server.get("/object_info")
         comfy_version = server.get("/system_stats")["system"]["comfyui_version"]
+    templates.WORKFLOWS.mkdir(exist_ok=True)
     for name, spec in WORKFLOWS.items():
-        path = ROOT / "workflows" / f"{name}.json"
+        path = templates.workflow_path(name)
         path.write_text(json.dumps(build(spec, object_info, comfy_version), indent=1) + "\n")
         print("wrote", path.relative_to(ROOT))
 

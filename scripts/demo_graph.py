@@ -1,10 +1,10 @@
-"""The graph `make demo` runs: workflows/ipadapter_basic.json at demo size."""
+"""The graph `make demo` runs: the basic example workflow (the first template) at demo size."""
 import json
-import pathlib
 
+import templates
 from workflow_api import set_widget, to_api
 
-WORKFLOW = pathlib.Path(__file__).resolve().parents[1] / "workflows" / "ipadapter_basic.json"
+WORKFLOW = templates.workflow_path("ipadapter_basic")
 
 
 def prompt(server):

@@ -306,10 +306,10 @@ def icon(size=400):
 def main():
     IMAGES.mkdir(parents=True, exist_ok=True)
     icon().save(IMAGES / "icon.png")
-    for stem, title, description in templates.TEMPLATES:
-        workflow = json.loads((templates.WORKFLOWS / f"{stem}.json").read_text())
-        save_thumbnail(workflow, title, description, templates.thumbnail_path(stem))
-    basic = json.loads((templates.WORKFLOWS / "ipadapter_basic.json").read_text())
+    for key, title, description in templates.TEMPLATES:
+        workflow = json.loads(templates.workflow_path(key).read_text())
+        save_thumbnail(workflow, title, description, templates.thumbnail_path(title))
+    basic = json.loads(templates.workflow_path("ipadapter_basic").read_text())
     readme_box = (250, 44 + SLOT_ROW * slot_rows(basic) + 28, 60, 24)
     _places, width, height = layout(basic, *readme_box)
     draw_graph(basic, (1400, int(1400 * height / width) + 40), box=readme_box, labels=True).save(IMAGES / "basic_graph.png", optimize=True)

@@ -26,23 +26,24 @@ def advanced(weight_type, weight=1.0, **widgets):
             "combine_embeds": "concat", "embeds_scaling": "V only", **widgets}
 
 
-def _loader_nodes():
+def _loader_nodes(ipadapter_file="ip-adapter-plus_sd15.safetensors"):
+    """The adapter and its CLIP-vision encoder by file name (widgets the frontend checks for missing files)."""
     return {
-        "ipa_file": ("IPAKitModelLoader", {"ipadapter_file": "ip-adapter-plus_sd15.safetensors"}, {}),
+        "ipa_file": ("IPAKitModelLoader", {"ipadapter_file": ipadapter_file}, {}),
         "clip_vision": ("CLIPVisionLoader", {"clip_name": CLIP_H}, {}),
     }
 
 
 WORKFLOWS = {
     "ipadapter_basic": {
-        "description": "Image prompt with the unified loader: the reference image steers an SD1.5 picture.",
+        "description": "Image prompt: the reference image steers an SD1.5 picture (the STANDARD adapter and its "
+                       "CLIP-vision encoder, each in its own loader).",
         "nodes": txt2img(("apply", 0), "a photo of a cat in a garden", "ipadapter_basic",
-                         unified=("IPAKitUnifiedLoader", {"preset": "STANDARD (medium strength)"},
-                                  {"model": ("ckpt", 0)}),
+                         **_loader_nodes("ip-adapter_sd15.safetensors"),
                          reference=("LoadImage", {"image": "reference_a.png"}, {}),
                          apply=("IPAKitApply", {"weight": 0.8, "weight_type": "linear"},
-                                {"model": ("unified", 0), "ipadapter": ("unified", 1), "image": ("reference", 0),
-                                 "clip_vision": ("unified", 2)})),
+                                {"model": ("ckpt", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                                 "clip_vision": ("clip_vision", 0)})),
     },
     "ipadapter_style_transfer": {
         "description": "Style transfer: the reference's style only, through the style blocks (InstantStyle).",
@@ -89,11 +90,11 @@ WORKFLOWS = {
             **txt2img(("apply", 0), "a portrait in a sunlit studio", "ipadapter_controlnet_lora",
                       lora=("LoraLoader", {"lora_name": "style_lora_sd15.safetensors", "strength_model": 0.8,
                                            "strength_clip": 0.8}, {"model": ("ckpt", 0), "clip": ("ckpt", 1)}),
-                      unified=("IPAKitUnifiedLoader", {"preset": "PLUS (high strength)"}, {"model": ("lora", 0)}),
+                      **_loader_nodes(),
                       reference=("LoadImage", {"image": "reference_a.png"}, {}),
                       apply=("IPAKitApply", {"weight": 0.7},
-                             {"model": ("unified", 0), "ipadapter": ("unified", 1), "image": ("reference", 0),
-                              "clip_vision": ("unified", 2)}),
+                             {"model": ("lora", 0), "ipadapter": ("ipa_file", 0), "image": ("reference", 0),
+                              "clip_vision": ("clip_vision", 0)}),
                       hint=("LoadImage", {"image": "reference_b.png"}, {}),
                       controlnet=("ControlNetLoader",
                                   {"control_net_name": "control_v11p_sd15_canny_fp16.safetensors"}, {}),
@@ -109,13 +110,19 @@ WORKFLOWS["ipadapter_faceid"] = {
                    "Needs ip-adapter-faceid-plusv2_sd15.bin in models/ipadapter (h94/IP-Adapter-FaceID), its LoRA in "
                    "models/loras and the buffalo_l InsightFace pack in models/insightface/models/. Only use faces "
                    "of people who agreed to it.",
+    # what the Unified FaceID Loader's FACEID PLUS V2 preset does, one file per loader: the LoRA file at 0.6 on the
+    # model, the adapter (plus_version v2), ViT-H for the face crops and buffalo_l
     "nodes": txt2img(("apply", 0), "a portrait photo of a person in a park, natural light", "ipadapter_faceid",
-                     unified=("IPAKitUnifiedFaceIDLoader", {"preset": "FACEID PLUS V2", "lora_strength": 0.6},
-                              {"model": ("ckpt", 0)}),
+                     lora=("LoraLoaderModelOnly", {"lora_name": "ip-adapter-faceid-plusv2_sd15_lora.safetensors",
+                                                   "strength_model": 0.6}, {"model": ("ckpt", 0)}),
+                     **_loader_nodes("ip-adapter-faceid-plusv2_sd15.bin"),
+                     insightface=("IPAKitInsightFaceLoader", {"pack": "buffalo_l", "provider": "CPU",
+                                                              "det_size": 640}, {}),
                      face=("LoadImage", {"image": "face_a.png"}, {}),
-                     apply=("IPAKitApplyFaceID", {"weight": 0.85, "weight_faceidv2": 1.0},
-                            {"model": ("unified", 0), "ipadapter": ("unified", 1), "insightface": ("unified", 2),
-                             "image": ("face", 0), "clip_vision": ("unified", 3)}),
+                     apply=("IPAKitApplyFaceID", {"weight": 0.85, "weight_faceidv2": 1.0,
+                                                  "plus_version": "v2 (shortcut)"},
+                            {"model": ("lora", 0), "ipadapter": ("ipa_file", 0), "insightface": ("insightface", 0),
+                             "image": ("face", 0), "clip_vision": ("clip_vision", 0)}),
                      crops=("PreviewImage", {}, {"images": ("apply", 1)})),
 }
 

@@ -6,6 +6,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 
 import pytest
 
@@ -14,6 +15,9 @@ from conftest import COMFYUI_ROOT
 from test_workflows import small
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "scripts"))
+import templates  # noqa: E402
+
 WORKFLOWS = sorted((ROOT / "workflows").glob("*.json"))
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 SETTINGS = {"Comfy.TutorialCompleted": True,  # no template browser on first start
@@ -167,10 +171,6 @@ def test_missing_models_dialog_lists_every_file_with_its_link(path, bare_page):
     workflow = json.loads(path.read_text())
     models = workflow["models"]
     assert {m["directory"] for m in models} & {"ipadapter", "instantid", "pulid"}, "no adapter file listed"
-    if not legacy(bare_page):
-        # newer frontends report only files a widget holds (not those a unified loader's preset picks)
-        held = {v for node in workflow["nodes"] for v in node.get("widgets_values") or [] if isinstance(v, str)}
-        models = [m for m in models if m["name"] in held]
     warnings = load_workflow(bare_page, workflow, path.stem)
     assert warnings["nodes"] == []
     rows = missing_files(bare_page)
@@ -182,8 +182,9 @@ def test_missing_models_dialog_lists_every_file_with_its_link(path, bare_page):
 
 def test_run_button_renders_an_image(page, comfy_server):
     object_info = comfy_server.get("/object_info")
-    workflow = small(json.loads((ROOT / "workflows" / "ipadapter_basic.json").read_text()), object_info)
-    assert load_workflow(page, workflow, "ipadapter_basic") == {"nodes": [], "models": []}
+    path = templates.workflow_path("ipadapter_basic")
+    workflow = small(json.loads(path.read_text()), object_info)
+    assert load_workflow(page, workflow, path.stem) == {"nodes": [], "models": []}
     save = next(node["id"] for node in workflow["nodes"] if node["type"] == "SaveImage")
     page.get_by_test_id("queue-button").click()
     # the executed message puts the saved image on the node, and the browser has decoded it
@@ -198,3 +199,21 @@ def test_run_button_renders_an_image(page, comfy_server):
                     for img in out.get("images", []))]
     assert runs, f"no successful IPAKitApply prompt in /history saved {src}"
     assert all(path.is_file() for path in comfy_server.output_images(runs[-1]))
+
+
+def test_templates_open_as_the_frontend_asks_for_them(page, comfy_server):
+    # the template browser puts a name into its URLs unescaped (`<api>/workflow_templates/<pack>/<name>.json`, and
+    # `.jpg` for the thumbnail): the browser must fetch each file by its readable name as it stands
+    pack, names = next((folder, listed) for folder, listed in comfy_server.get("/workflow_templates").items()
+                       if sorted(listed) == templates.workflow_stems())
+    opened = page.evaluate("""async ([pack, names]) => Promise.all(names.map(async name => {
+      const base = `api/workflow_templates/${pack}/${name}`;
+      const workflow = await (await fetch(`${base}.json`)).json();
+      const thumbnail = new Image();
+      thumbnail.src = `${base}.jpg`;
+      await thumbnail.decode();
+      return [name, workflow.nodes.length, thumbnail.naturalWidth];
+    }))""", [pack, names])
+    for name, node_count, width in opened:
+        assert node_count == len(json.loads((templates.WORKFLOWS / f"{name}.json").read_text())["nodes"])
+        assert width == 512, name

@@ -4,6 +4,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import urllib.parse
 import urllib.request
 
 import pytest
@@ -18,6 +19,9 @@ import templates  # noqa: E402
 
 PYPROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())
 NAME = PYPROJECT["project"]["name"]
+# a template's title is its file name: two digits, then letters, digits, spaces and . ( ) - only. The frontend puts
+# it in URLs unescaped (a browser escapes spaces, not # ? % & +) and Windows refuses : / \ ? * " < > |
+SAFE_TITLE = re.compile(r"^\d\d [A-Za-z0-9][A-Za-z0-9 .()-]*[A-Za-z0-9)]$")
 # the registry's rules for a node id (docs.comfy.org/registry/specifications): under 100 characters, letters,
 # digits, '-', '_', '.', no two special characters in a row, starting with a letter
 REGISTRY_NAME = re.compile(r"^[A-Za-z](?:[A-Za-z0-9]|[-_.](?=[A-Za-z0-9]))*$")
@@ -109,7 +113,7 @@ def test_registry_archive_holds_the_pack_and_leaves_out_the_tests(comfy_cli_pyth
             "import zipfile; print('\\n'.join(zipfile.ZipFile(sys.argv[1]).namelist()))")
     done = subprocess.run([comfy_cli_python, "-c", pack, str(archive)], cwd=ROOT, capture_output=True, text=True,
                           timeout=120, check=True)
-    names = set(done.stdout.split())
+    names = set(done.stdout.splitlines())
     for needed in ("__init__.py", "pyproject.toml", "requirements.txt", "LICENSE", "README.md",
                    "docs/images/icon.png", "docs/images/basic_graph.png", "nodes/loaders.py",
                    "ipadapter_core/errors.py", "migrate/__main__.py", "locales/en/main.json"):
@@ -165,22 +169,28 @@ def test_requirements_name_the_face_extras():
         assert requirement_names(requirement)[0] in text
 
 
-def test_every_workflow_is_a_template_with_title_and_thumbnail():
-    stems = [stem for stem, _title, _description in templates.TEMPLATES]
-    assert sorted(stems) == templates.workflow_stems()
-    assert stems[0] == "ipadapter_basic"
-    titles = [title for _stem, title, _description in templates.TEMPLATES]
-    assert len(set(titles)) == len(titles)
-    for stem, title, description in templates.TEMPLATES:
-        assert title and title != stem and description
-        with Image.open(templates.thumbnail_path(stem)) as picture:
+def test_every_graph_is_a_template_titled_by_its_file_name():
+    import workflow_graphs
+
+    keys = [key for key, _title, _description in templates.TEMPLATES]
+    titles = [title for _key, title, _description in templates.TEMPLATES]
+    assert sorted(keys) == sorted(workflow_graphs.WORKFLOWS) and keys[0] == "ipadapter_basic"
+    # both frontends show a pack's template with its file stem as the title (and as the description)
+    assert [templates.workflow_path(key).stem for key in keys] == titles
+    assert sorted(titles) == templates.workflow_stems()
+    assert not [title for title in titles if not SAFE_TITLE.match(title)]
+    # numbered in this order, so sorting by title (A-Z in either frontend) lists basic first and the rest as here
+    assert [int(title[:2]) for title in titles] == list(range(1, len(titles) + 1))
+    for _key, title, description in templates.TEMPLATES:
+        assert description
+        with Image.open(templates.thumbnail_path(title)) as picture:
             assert picture.format == "JPEG" and picture.size == (512, 512)
 
 
 def test_readme_lists_the_templates_in_order():
     readme = (ROOT / "README.md").read_text()
     section = readme[readme.index("## Example workflows"):readme.index("## Troubleshooting")]
-    positions = [section.index(f"| {title} | `{stem}` |") for stem, title, _description in templates.TEMPLATES]
+    positions = [section.index(f"| {title} | {description} |") for _key, title, description in templates.TEMPLATES]
     assert positions == sorted(positions)
 
 
@@ -201,18 +211,18 @@ def test_no_json_but_the_workflows_in_the_templates_folder():
         assert "nodes" in json.loads(path.read_text()), path.name
 
 
-@pytest.mark.parametrize("stem,title,description", templates.TEMPLATES)
-def test_thumbnails_show_the_current_workflow(stem, title, description):
-    workflow = json.loads((templates.WORKFLOWS / f"{stem}.json").read_text())
-    with Image.open(templates.thumbnail_path(stem)) as stored:
+@pytest.mark.parametrize("key,title,description", templates.TEMPLATES, ids=[t[0] for t in templates.TEMPLATES])
+def test_thumbnails_show_the_current_workflow(key, title, description):
+    workflow = json.loads(templates.workflow_path(key).read_text())
+    with Image.open(templates.thumbnail_path(title)) as stored:
         drawn_from = stored.info.get("comment", b"").decode()
     assert drawn_from == render_images.signature(workflow, title, description), \
-        f"workflows/{stem}.jpg was drawn from another graph, title or script: run scripts/render_images.py"
+        f"workflows/{title}.jpg was drawn from another graph, title or script: run scripts/render_images.py"
 
 
 def test_thumbnail_signature_sees_what_is_drawn():
-    stem, title, description = templates.TEMPLATES[0]
-    workflow = json.loads((templates.WORKFLOWS / f"{stem}.json").read_text())
+    key, title, description = templates.TEMPLATES[0]
+    workflow = json.loads(templates.workflow_path(key).read_text())
     before = render_images.signature(workflow, title, description)
     assert render_images.signature(workflow, title + "!", description) != before
     workflow["nodes"][0]["widgets_values"] = ["another.safetensors"]
@@ -247,6 +257,7 @@ def test_server_serves_each_thumbnail_next_to_its_workflow(comfy_server):
     listed = comfy_server.get("/workflow_templates")
     assert sorted(listed["ipadapter-kit"]) == templates.workflow_stems()
     for stem in templates.workflow_stems():
-        url = f"{comfy_server.url}/api/workflow_templates/ipadapter-kit/{stem}.jpg"
+        # escaped as a browser escapes the frontend's unescaped URL (spaces; parentheses stay)
+        url = f"{comfy_server.url}/api/workflow_templates/ipadapter-kit/{urllib.parse.quote(stem, safe='()')}.jpg"
         with urllib.request.urlopen(url, timeout=30) as reply:
             assert reply.status == 200 and reply.read(3) == b"\xff\xd8\xff"
