@@ -304,7 +304,7 @@ class Forward:
         options = dict(patcher.model_options["transformer_options"])  # what calc_cond_batch passes, shallow copy
         options["cond_or_uncond"] = [1, 0]
         options["sigmas"] = sigma
-        with torch.no_grad():
+        with torch.inference_mode():  # as ComfyUI's executor runs a prompt
             return self.model.apply_model(self.x, sigma, c_crossattn=self.context, transformer_options=options,
                                           **self.extra)
 
@@ -335,7 +335,7 @@ def attn2_level1(arch, size, patched, base_options):
     def plain():
         return attention(q, k, v, heads, attn_precision=None, transformer_options=plain_options)
 
-    with torch.no_grad():
+    with torch.inference_mode():  # as ComfyUI's executor runs a prompt
         plain()
         t0 = time.perf_counter()
         n = 0

@@ -313,7 +313,9 @@ Software: torch {info['torch']}, ComfyUI {info['comfyui']}, Python {info['python
 - Memory: {harness.MEMORY.what}.
   tracemalloc does not see torch's allocations, and torch keeps no CPU allocator statistics.
 - Level 1 is one attn2 call in isolation (real shapes of adapter layer 0) against ComfyUI's
-  `optimized_attention`; level 2 is the whole model step, the figure users feel.
+  `optimized_attention`; level 2 is the whole model step, the figure users feel. Both run under
+  `torch.inference_mode()`, as ComfyUI's executor runs a prompt (since 2026-11-30 afternoon; `torch.no_grad()`
+  before, which costs each small view op a little more).
 - Targets (issue 6): 1 base adapter ≤ 1.03×, 1 plus adapter ≤ 1.05×, 4 adapters or 4 masked references ≤ 1.10×
   the unpatched step.
 - Reading the whole-step ratios: their min–max spread (a few percent) is this machine's noise, larger than what
@@ -329,7 +331,11 @@ the table is the only copy; it holds one row per distinct batch row (cond and un
 unfolding), and each batch row reads its row through a view. A call is then, for each batch row: one `bmm` of q
 (viewed per head, not copied) against all image keys, one softmax per reference, masks folded in, and one `baddbmm`
 accumulating into the text attention's output through a strided per-head view. The number of adapters and
-references changes the width of those two matmuls, not the number of passes over q and the output.
+references changes the width of those two matmuls, not the number of passes over q and the output. Below 128
+queries (small latents, SDXL's deepest layers) the per-op costs outweigh that work, and the batch rows go together
+instead: each row's scores into one buffer, one softmax and one mask product for all rows, one batched output
+product into a fresh tensor (a single call to the BLAS's batched matrix product, which a strided output cannot
+take) and one add into the text attention's output; from 256 queries on this is ~5% slower than the rows apart.
 
 The softmax per reference decides whether 4 chained 4-token adapters cost what one 16-token adapter costs: with
 the image tokens innermost, scores (heads, N, U·T), a softmax over rows of 4 runs torch's CPU kernel at a third of
@@ -341,11 +347,12 @@ output product takes the probabilities as a transposed view. Below 256 queries o
 dimension is cheapest; from 256 on, elementwise passes are, and they fold the masks into the normalisation
 (a (heads, U, 1, N) product instead of a pass over the probabilities). Groups of 16 tokens or more keep the image
 tokens innermost, where torch's softmax kernel is fastest. At SDXL's default 16×16 latent the measured layer has
-64 queries and a plain call of 0.6 ms, so the per-call work that does not scale with the queries (a dozen small
-ops per batch row, the per-head `addmm_` the accumulating product becomes on the strided output) weighs more: 4
-chained adapters still come within a few percent of one plus adapter there, but the plus adapter itself costs
-about 1.34×, and the masks' one extra product per row costs 5–7% of a plain call (2026-11-30: 1.385× and 1.435×
-against 1.343×, the check above); at SD1.5's 1024 queries the masks fold into the normalisation instead.
+64 queries and a plain call of about 0.6 ms, so the per-call work that does not scale with the queries weighs
+more there than at SD1.5's 1024 queries: before the rows went together, the per-head `addmm_` calls that the
+accumulating product becomes on the strided output and a dozen small ops per batch row made 4 chained adapters
+cost 1.385× and 4 masked references 1.435× against 1.343× for one plus adapter (History); the masks' product, one
+pass over the probabilities for all rows, is what still sets the masked row apart at this size (at 256 queries
+and more the masks fold into the normalisation instead).
 
 What is left is bounded by memory traffic, not arithmetic: the matmuls have inner sizes of 4–16 image tokens and a
 head size of 40–160, so each call streams q once and the output twice (batch × tokens × width floats each) for
@@ -356,6 +363,11 @@ attention itself (one read of q, one write of the output), which ComfyUI's plugg
 a patch do.
 
 ## History
+
+Before the batch rows went together at small latents (the attention code of commit 4a9bbf8, measured 2026-11-30
+with this script under `torch.no_grad()`): one SDXL attn2 call (q (2, 64, 640)) cost 1.343× the plain call for
+1 plus adapter, 1.385× for 4 chained adapters and 1.435× for 4 masked references; SD1.5 (q (2, 1024, 320)) 1.280×,
+1.309× and 1.321×.
 
 Before the query-innermost softmax and the single K/V copy (the attention code of commit 151edfe, measured
 2026-11-23 (SD1.5) and 2026-11-30 (SDXL) with this script): one attn2 call cost 1.302× the plain call for 1 plus

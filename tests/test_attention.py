@@ -225,3 +225,43 @@ def test_frame_weights_past_the_last_frame_hold_the_last_weight(weights):
     framed = IPAdapterPatch("SD1.5", [prompt(weights, frame_weights=(0.5, 1.0, 0.25))], sdpa)(q, k, v, opts) - base
     for row, factor in enumerate((0.5, 1.0, 0.25, 0.25, 0.25)):
         assert torch.allclose(framed[row], factor * full[row], atol=1e-6), row
+
+
+# (rows together below, elementwise softmax from): the together path, the per-row path with torch's softmax, and
+# the per-row path with the elementwise softmax that folds the masks in
+PATHS = {"rows together": (10 ** 6, 10 ** 6), "per row": (0, 10 ** 6), "per row, elementwise": (0, 0)}
+
+
+@pytest.mark.parametrize("count", [4, 16], ids=["queries innermost", "image tokens innermost"])
+@pytest.mark.parametrize("path", list(PATHS))
+def test_every_call_path_computes_the_same_image_attention(weights, monkeypatch, path, count):
+    """Which path a call takes depends on its query and image token counts; each must give the formula's result."""
+    q, k, v = qkv(batch=4)
+    left = torch.zeros(1, 6, 8)
+    left[:, :, :4] = 1.0
+    prompts = [
+        prompt(weights, cond=tokens(3, 2, count), uncond=tokens(4, 2, count), refs=2, ref_weights=(0.5, 1.5),
+               masks=torch.cat([left, 1 - left])),
+        prompt(weights, cond=tokens(5, 2, count), uncond=tokens(6, 2, count), refs=2, unfold_batch=True,
+               masks=torch.stack([left[0], torch.full((6, 8), 0.5)])),  # a mask per latent
+        prompt(weights, cond=tokens(7, 1, count), uncond=tokens(8, 1, count), weight=0.8, sigma_range=(5.0, 1.0),
+               frame_weights=(1.0, 0.25)),
+    ]
+    extra = options(batch=4, sigmas=torch.tensor([3.0, 3.0, 3.0, 3.0]))  # chunks [uncond x2, cond x2]
+    monkeypatch.setattr(attention, "ROWS_TOGETHER_BELOW", PATHS[path][0])
+    monkeypatch.setattr(attention, "ELEMENTWISE_FROM", PATHS[path][1])
+    out = IPAdapterPatch("SD1.5", prompts, sdpa)(q, k, v, extra)
+    # the formula, one batch row, prompt and reference at a time
+    expected = sdpa(q, k, v, HEADS).clone()
+    masks = [torch.ones(p.references, 48) if p.masks is None else
+             attention.resize_masks(p.masks, extra["original_shape"], 48) for p in prompts]
+    for row, (kind, frame) in enumerate([(1, 0), (1, 1), (0, 0), (0, 1)]):
+        for p, mask in zip(prompts, masks):
+            toks = p.uncond if kind == 1 else p.cond
+            refs = [frame] if p.unfold_batch else range(p.references)
+            frame_weight = 1.0 if p.frame_weights is None else p.frame_weights[frame]
+            for ref in refs:
+                ik, iv = layer_kv(weights, toks[ref:ref + 1])
+                term = reference_image_attention(q[row:row + 1], ik, iv)[0] * mask[ref].view(-1, 1)
+                expected[row] += p.layer_weights[0] * p.ref_weights[ref] * frame_weight * term
+    assert torch.allclose(out, expected, atol=1e-5)
