@@ -13,6 +13,7 @@ that accumulates into the text attention's output in place, whatever the number 
 Small groups are scored with the queries innermost, so that the softmax runs along the queries whatever the
 group's size. q and the output are used through strided per-head views (no copies), one batch row at a time.
 """
+import inspect
 import math
 from dataclasses import dataclass
 from typing import NamedTuple, Optional
@@ -533,8 +534,20 @@ class ImageAttention:
             else probs.view(batch * heads, tokens, units * count)
         if probs.dtype != v.dtype:
             probs = probs.to(v.dtype)
-        image = torch.bmm(probs, v.reshape(batch * heads, units * count, head_dim))
-        out_heads.add_(image.view(batch, heads, tokens, head_dim))
+        v = v.reshape(batch * heads, units * count, head_dim)
+        if out_heads.is_contiguous():  # the attention's own per-head output: one batched accumulating product
+            out_heads.view(batch * heads, tokens, head_dim).baddbmm_(probs, v)
+        else:
+            out_heads.add_(torch.bmm(probs, v).view(batch, heads, tokens, head_dim))
+
+
+def takes_keyword(function, name):
+    """Whether function accepts the keyword argument name (by name or through **kwargs)."""
+    try:
+        parameters = inspect.signature(function).parameters.values()
+    except (TypeError, ValueError):  # builtins and some C callables have no signature
+        return False
+    return any(p.name == name or p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters)
 
 
 class IPAdapterPatch(ImageAttention):
@@ -549,6 +562,7 @@ class IPAdapterPatch(ImageAttention):
         self.base_patches = dict(base_patches or {})  # foreign attn2 patches this one wraps, per key
         self._layer_of = {key: i for i, key in enumerate(family(arch).keys())}
         self._layouts = {}
+        self._per_head_output = takes_keyword(attention, "skip_output_reshape")
 
     def keys(self):
         """The attn2 keys this patch must be installed on."""
@@ -590,24 +604,43 @@ class IPAdapterPatch(ImageAttention):
             hit = self._layouts[key] = TokenLayout.unet(original_shape, tokens)
         return hit
 
-    def __call__(self, q, k, v, extra_options):
-        key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
-        base = self.inner_patch(key, extra_options)
-        if base is not None:
-            out = base(q, k, v, extra_options)
-        else:
-            out = self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
-                                 transformer_options=extra_options)
-        layer = self._layer_of.get(key)
-        if layer is None or layer not in self.active_layers():
-            return out
+    def _query_call(self, q, layer, extra_options):
+        """The QueryCall of this hook call and q as (B, heads, N, head_dim) strided per-head views."""
         batch, tokens, width = q.shape
         heads = extra_options["n_heads"]
         layout = self._unet_layout(extra_options["original_shape"], tokens) if self.masked(layer) else None
         chunks = tuple(extra_options.get("cond_or_uncond", [0]))
         frames = frame_indices(extra_options, batch, chunks) if self.framed else None
         call = QueryCall(heads, chunks, extra_options.get("sigmas"), layout, frames)
-        q_heads = q.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
+        return call, q.reshape(batch, tokens, heads, width // heads).transpose(1, 2)
+
+    def __call__(self, q, k, v, extra_options):
+        key = (extra_options["block"][0], extra_options["block"][1], extra_options.get("block_index", 0))
+        base = self.inner_patch(key, extra_options)
+        layer = self._layer_of.get(key)
+        active = layer is not None and layer in self.active_layers()
+        if base is not None:
+            out = base(q, k, v, extra_options)
+        elif active and self._per_head_output and not self._projected:
+            # ComfyUI's attention functions can leave their output per head, (B, heads, N, head_dim) contiguous: the
+            # image term then accumulates with one batched product (a strided output takes one per head), and the
+            # transpose they would have made is made after it
+            out = self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                                 transformer_options=extra_options, skip_output_reshape=True)
+            if out.ndim == 4 and out.dtype == q.dtype and not out.requires_grad:
+                call, q_heads = self._query_call(q, layer, extra_options)
+                self.add_image_attention(out, q_heads, layer, call)
+                return out.transpose(1, 2).reshape(q.shape)
+            if out.ndim == 4:  # an output we must not change in place (autograd)
+                out = out.transpose(1, 2).reshape(q.shape)
+        else:
+            out = self.attention(q, k, v, extra_options["n_heads"], attn_precision=extra_options.get("attn_precision"),
+                                 transformer_options=extra_options)
+        if not active:
+            return out
+        batch, tokens, width = q.shape
+        heads = extra_options["n_heads"]
+        call, q_heads = self._query_call(q, layer, extra_options)
         projected = self.projected_terms(out, q_heads, layer, call) if self._projected else []
         # accumulate in place into the attention output we just made; a foreign patch's output (which it might
         # keep) or an odd one gets the image term added as a separate tensor instead

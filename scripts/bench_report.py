@@ -328,14 +328,16 @@ The patch adds to ComfyUI's attention over 77 text keys an attention over a few 
 same token count are fused into one table laid out per head, with the layer, reference and frame weights and the
 1/√d scale folded in, built on the first step of each batch layout from K/V projected there and then dropped, so
 the table is the only copy; it holds one row per distinct batch row (cond and uncond; a frame's reference when
-unfolding), and each batch row reads its row through a view. A call is then, for each batch row: one `bmm` of q
-(viewed per head, not copied) against all image keys, one softmax per reference, masks folded in, and one `baddbmm`
-accumulating into the text attention's output through a strided per-head view. The number of adapters and
-references changes the width of those two matmuls, not the number of passes over q and the output. Below 128
-queries (small latents, SDXL's deepest layers) the per-op costs outweigh that work, and the batch rows go together
-instead: each row's scores into one buffer, one softmax and one mask product for all rows, one batched output
-product into a fresh tensor (a single call to the BLAS's batched matrix product, which a strided output cannot
-take) and one add into the text attention's output; from 256 queries on this is ~5% slower than the rows apart.
+unfolding), and each batch row reads its row through a view. ComfyUI's attention functions can leave their output
+per head (`skip_output_reshape`: (B, heads, N, head_dim), contiguous), so the patch asks for that, accumulates the
+image term into it and makes the (B, N, C) transpose the attention function would have made; a contiguous output
+lets torch run each accumulating product as one batched BLAS call, where a strided (B, N, C) view of it takes one
+call per head. A call is then, for each batch row: one `bmm` of q (viewed per head, not copied) against all image
+keys, one softmax per reference, masks folded in, and one `baddbmm` accumulating into the attention's output. The
+number of adapters and references changes the width of those two matmuls, not the number of passes over q and the
+output. Below 128 queries (small latents, SDXL's deepest layers) the per-op costs outweigh that work, and the batch
+rows go together instead: each row's scores into one buffer, one softmax and one mask product for all rows, and one
+accumulating product for the whole batch; from 256 queries on this is ~5% slower than the rows apart.
 
 The softmax per reference decides whether 4 chained 4-token adapters cost what one 16-token adapter costs: with
 the image tokens innermost, scores (heads, N, U·T), a softmax over rows of 4 runs torch's CPU kernel at a third of
@@ -348,11 +350,11 @@ dimension is cheapest; from 256 on, elementwise passes are, and they fold the ma
 (a (heads, U, 1, N) product instead of a pass over the probabilities). Groups of 16 tokens or more keep the image
 tokens innermost, where torch's softmax kernel is fastest. At SDXL's default 16×16 latent the measured layer has
 64 queries and a plain call of about 0.6 ms, so the per-call work that does not scale with the queries weighs
-more there than at SD1.5's 1024 queries: before the rows went together, the per-head `addmm_` calls that the
-accumulating product becomes on the strided output and a dozen small ops per batch row made 4 chained adapters
-cost 1.385× and 4 masked references 1.435× against 1.343× for one plus adapter (History); the masks' product, one
-pass over the probabilities for all rows, is what still sets the masked row apart at this size (at 256 queries
-and more the masks fold into the normalisation instead).
+more there than at SD1.5's 1024 queries: before the rows went together and the output stayed per head, the
+per-head `addmm_` calls that the accumulating product becomes on the strided output and a dozen small ops per batch
+row made 4 chained adapters cost 1.385× and 4 masked references 1.435× against 1.343× for one plus adapter
+(History); the masks' product, one pass over the probabilities for all rows, is what still sets the masked row
+apart at this size (at 256 queries and more the masks fold into the normalisation instead).
 
 What is left is bounded by memory traffic, not arithmetic: the matmuls have inner sizes of 4–16 image tokens and a
 head size of 40–160, so each call streams q once and the output twice (batch × tokens × width floats each) for
@@ -364,7 +366,7 @@ a patch do.
 
 ## History
 
-Before the batch rows went together at small latents (the attention code of commit 4a9bbf8, measured 2026-11-30
+Before the batch rows went together at small latents and the attention's output stayed per head (the attention code of commit 4a9bbf8, measured 2026-11-30
 with this script under `torch.no_grad()`): one SDXL attn2 call (q (2, 64, 640)) cost 1.343× the plain call for
 1 plus adapter, 1.385× for 4 chained adapters and 1.435× for 4 masked references; SD1.5 (q (2, 1024, 320)) 1.280×,
 1.309× and 1.321×.

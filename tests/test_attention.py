@@ -17,6 +17,13 @@ def sdpa(q, k, v, heads, attn_precision=None, transformer_options=None):
     return F.scaled_dot_product_attention(q, k, v).transpose(1, 2).reshape(b, -1, c)
 
 
+def sdpa_per_head(q, k, v, heads, attn_precision=None, transformer_options=None, skip_output_reshape=False):
+    """sdpa with ComfyUI's option to leave the output per head, (B, heads, N, head_dim) contiguous."""
+    out = sdpa(q, k, v, heads)
+    return out.view(q.shape[0], -1, heads, q.shape[2] // heads).transpose(1, 2).contiguous() \
+        if skip_output_reshape else out
+
+
 @pytest.fixture(scope="module")
 def weights():
     return adapter.from_state_dict(ipadapter_files.state_dict(*ipadapter_files.catalog()["ip-adapter_sd15.safetensors"],
@@ -232,9 +239,10 @@ def test_frame_weights_past_the_last_frame_hold_the_last_weight(weights):
 PATHS = {"rows together": (10 ** 6, 10 ** 6), "per row": (0, 10 ** 6), "per row, elementwise": (0, 0)}
 
 
+@pytest.mark.parametrize("attention_function", [sdpa, sdpa_per_head], ids=["output (B, N, C)", "output per head"])
 @pytest.mark.parametrize("count", [4, 16], ids=["queries innermost", "image tokens innermost"])
 @pytest.mark.parametrize("path", list(PATHS))
-def test_every_call_path_computes_the_same_image_attention(weights, monkeypatch, path, count):
+def test_every_call_path_computes_the_same_image_attention(weights, monkeypatch, path, count, attention_function):
     """Which path a call takes depends on its query and image token counts; each must give the formula's result."""
     q, k, v = qkv(batch=4)
     left = torch.zeros(1, 6, 8)
@@ -250,7 +258,7 @@ def test_every_call_path_computes_the_same_image_attention(weights, monkeypatch,
     extra = options(batch=4, sigmas=torch.tensor([3.0, 3.0, 3.0, 3.0]))  # chunks [uncond x2, cond x2]
     monkeypatch.setattr(attention, "ROWS_TOGETHER_BELOW", PATHS[path][0])
     monkeypatch.setattr(attention, "ELEMENTWISE_FROM", PATHS[path][1])
-    out = IPAdapterPatch("SD1.5", prompts, sdpa)(q, k, v, extra)
+    out = IPAdapterPatch("SD1.5", prompts, attention_function)(q, k, v, extra)
     # the formula, one batch row, prompt and reference at a time
     expected = sdpa(q, k, v, HEADS).clone()
     masks = [torch.ones(p.references, 48) if p.masks is None else
