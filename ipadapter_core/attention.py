@@ -11,7 +11,9 @@ one table of image keys/values laid out per head (built once per layer and batch
 batch row, then cached), so a call costs one matmul for the scores, one softmax per small group, and one matmul
 that accumulates into the text attention's output in place, whatever the number of adapters and references.
 Small groups are scored with the queries innermost, so that the softmax runs along the queries whatever the
-group's size. q and the output are used through strided per-head views (no copies), one batch row at a time.
+group's size. q is used through strided per-head views (no copies); the output is ComfyUI's attention output left
+per head where its attention function can (skip_output_reshape), else a strided per-head view. Calls with many
+queries go one batch row at a time; with few, the batch rows go together (per-op costs dominate there).
 """
 import inspect
 import math
@@ -506,8 +508,8 @@ class ImageAttention:
 
     @staticmethod
     def _add_group_rows_together(out_heads, q_heads, group, gate):
-        """_add_group for few queries: every batch row's scores in one buffer, one softmax and mask product, and one
-        output product into a fresh tensor added to the output (where per-op costs outweigh the work)."""
+        """_add_group for few queries (where per-op costs outweigh the work): every batch row's scores in one buffer,
+        one softmax and mask product, and one output product for the whole batch."""
         batch, heads, tokens, head_dim = q_heads.shape
         units, count = group.units, group.tokens
         together = group.k.shape[0] == batch  # every batch row has its own table row, in order: no gathering
