@@ -24,6 +24,12 @@ def sdpa_per_head(q, k, v, heads, attn_precision=None, transformer_options=None,
         if skip_output_reshape else out
 
 
+def sdpa_per_head_view(q, k, v, heads, attn_precision=None, transformer_options=None, skip_output_reshape=False):
+    """sdpa leaving its output per head as a strided view (as CUDA kernels that write (B, N, heads, head_dim) do)."""
+    out = sdpa(q, k, v, heads)
+    return out.view(q.shape[0], -1, heads, q.shape[2] // heads).transpose(1, 2) if skip_output_reshape else out
+
+
 @pytest.fixture(scope="module")
 def weights():
     return adapter.from_state_dict(ipadapter_files.state_dict(*ipadapter_files.catalog()["ip-adapter_sd15.safetensors"],
@@ -239,7 +245,8 @@ def test_frame_weights_past_the_last_frame_hold_the_last_weight(weights):
 PATHS = {"rows together": (10 ** 6, 10 ** 6), "per row": (0, 10 ** 6), "per row, elementwise": (0, 0)}
 
 
-@pytest.mark.parametrize("attention_function", [sdpa, sdpa_per_head], ids=["output (B, N, C)", "output per head"])
+@pytest.mark.parametrize("attention_function", [sdpa, sdpa_per_head, sdpa_per_head_view],
+                         ids=["output (B, N, C)", "output per head", "output per head, strided"])
 @pytest.mark.parametrize("count", [4, 16], ids=["queries innermost", "image tokens innermost"])
 @pytest.mark.parametrize("path", list(PATHS))
 def test_every_call_path_computes_the_same_image_attention(weights, monkeypatch, path, count, attention_function):
