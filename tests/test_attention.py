@@ -24,6 +24,11 @@ def sdpa_per_head(q, k, v, heads, attn_precision=None, transformer_options=None,
         if skip_output_reshape else out
 
 
+def sdpa_ignoring_options(q, k, v, heads, **options):
+    """An attention that takes any keyword (as overrides forwarding **kwargs do) and always returns (B, N, C)."""
+    return sdpa(q, k, v, heads)
+
+
 def sdpa_per_head_view(q, k, v, heads, attn_precision=None, transformer_options=None, skip_output_reshape=False):
     """sdpa leaving its output per head as a strided view (as CUDA kernels that write (B, N, heads, head_dim) do)."""
     out = sdpa(q, k, v, heads)
@@ -245,8 +250,9 @@ def test_frame_weights_past_the_last_frame_hold_the_last_weight(weights):
 PATHS = {"rows together": (10 ** 6, 10 ** 6), "per row": (0, 10 ** 6), "per row, elementwise": (0, 0)}
 
 
-@pytest.mark.parametrize("attention_function", [sdpa, sdpa_per_head, sdpa_per_head_view],
-                         ids=["output (B, N, C)", "output per head", "output per head, strided"])
+@pytest.mark.parametrize("attention_function", [sdpa, sdpa_ignoring_options, sdpa_per_head, sdpa_per_head_view],
+                         ids=["output (B, N, C)", "per-head option ignored", "output per head",
+                              "output per head, strided"])
 @pytest.mark.parametrize("count", [4, 16], ids=["queries innermost", "image tokens innermost"])
 @pytest.mark.parametrize("path", list(PATHS))
 def test_every_call_path_computes_the_same_image_attention(weights, monkeypatch, path, count, attention_function):
