@@ -63,18 +63,8 @@ def cross_attn_widths(arch):
 
 
 def ip_layer_shapes(arch, lora_rank=0):
-    ctx = UNETS[arch]["context_dim"]
-    out = {}
-    for i, width in enumerate(cross_attn_widths(arch)):
-        n = 2 * i + 1
-        out[f"{n}.to_k_ip.weight"] = (width, ctx)
-        out[f"{n}.to_v_ip.weight"] = (width, ctx)
-        if lora_rank:
-            for idx, kv_in in ((n - 1, width), (n, ctx)):
-                for name, fan_in in (("to_q", width), ("to_k", kv_in), ("to_v", kv_in), ("to_out", width)):
-                    out[f"{idx}.{name}_lora.down.weight"] = (lora_rank, fan_in)
-                    out[f"{idx}.{name}_lora.up.weight"] = (width, lora_rank)
-    return out
+    """ip_adapter.* shapes of a real-size release for this UNet."""
+    return ipadapter_files.ip_adapter_shapes(cross_attn_widths(arch), UNETS[arch]["context_dim"], lora_rank)
 
 
 def adapter_files(arch):

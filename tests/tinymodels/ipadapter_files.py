@@ -87,20 +87,26 @@ def faceid_plus_proj(clip_hidden, cross, tokens=4, depth=4):
     return out
 
 
-def attn_layers(arch, lora=False):
-    """to_k_ip / to_v_ip of each cross-attention (odd indices); with lora, LoRA on every processor."""
-    ctx = context_dim(arch)
+def ip_adapter_shapes(widths, ctx, lora_rank=0):
+    """ip_adapter.* shapes (tencent layout) for cross-attentions of these widths: to_k_ip / to_v_ip at odd indices;
+    with a LoRA rank, LoRA on every processor (attn1 at even, attn2 at odd indices). Also the benchmark's real-size
+    files."""
     out = {}
-    for i, width in enumerate(cross_attn_widths(arch)):
+    for i, width in enumerate(widths):
         n = 2 * i + 1
         out[f"{n}.to_k_ip.weight"] = (width, ctx)
         out[f"{n}.to_v_ip.weight"] = (width, ctx)
-        if lora:
+        if lora_rank:
             for idx, kv_in in ((n - 1, width), (n, ctx)):
                 for name, fan_in in (("to_q", width), ("to_k", kv_in), ("to_v", kv_in), ("to_out", width)):
-                    out[f"{idx}.{name}_lora.down.weight"] = (LORA_RANK, fan_in)
-                    out[f"{idx}.{name}_lora.up.weight"] = (width, LORA_RANK)
+                    out[f"{idx}.{name}_lora.down.weight"] = (lora_rank, fan_in)
+                    out[f"{idx}.{name}_lora.up.weight"] = (width, lora_rank)
     return out
+
+
+def attn_layers(arch, lora=False):
+    """to_k_ip / to_v_ip of each cross-attention of the tiny UNet; with lora, LoRA on every processor."""
+    return ip_adapter_shapes(cross_attn_widths(arch), context_dim(arch), LORA_RANK if lora else 0)
 
 
 def clip_dims(encoder):
